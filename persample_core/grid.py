@@ -1,0 +1,86 @@
+"""The sweep, defined once: workloads x methods x batch sizes x devices.
+
+Both harnesses read it: the pytest-benchmark suite parametrizes over
+``points()``, the asv suite takes ``AXES`` as its params and skips what
+``in_sweep`` rejects. A new method in ``METHODS`` or a new workload is swept
+with no change here unless it needs its own batch sizes.
+
+The sweep is chosen by ``PERSAMPLE_SWEEP`` (``quick``, the default, or
+``full``), so one switch serves both harnesses.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from persample_core.methods import METHODS
+from persample_core.validate import check_choice
+from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS
+
+DEVICES = ("cpu", "cuda")
+
+# Batch sizes per sweep and workload. The quick sweep takes about two minutes on
+# a 2-core CPU; the full one goes to batches where per-sample gradient memory
+# (B x P floats; 1.2M parameters for simple_cnn) starts to matter on a GPU.
+BATCH_SIZES = {
+    "quick": {
+        DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256),
+        "mlp": (1, 64, 256),
+        "tiny_transformer": (1, 64, 256),
+    },
+    "full": {
+        DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256, 512, 1024),
+        "mlp": (1, 8, 64, 256, 1024),
+        "tiny_transformer": (1, 8, 64, 256, 1024),
+    },
+}
+SWEEPS = tuple(BATCH_SIZES)
+
+
+def current_sweep() -> str:
+    sweep = os.environ.get("PERSAMPLE_SWEEP", "quick")
+    check_choice("sweep (PERSAMPLE_SWEEP)", sweep, BATCH_SIZES)
+    return sweep
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """One measurement: a method on a workload at a batch size on a device."""
+
+    workload: str
+    method: str
+    batch_size: int
+    device: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.workload}-{self.method}-B{self.batch_size}-{self.device}"
+
+
+def axes(sweep: str | None = None) -> dict[str, list]:
+    """Every value each axis takes in ``sweep``: asv's ``params``, in the order of ``Point``'s fields."""
+    sizes = BATCH_SIZES[sweep or current_sweep()]
+    return {
+        "workload": sorted(sizes),
+        "method": list(METHODS),
+        "batch_size": sorted({b for per_workload in sizes.values() for b in per_workload}),
+        "device": list(DEVICES),
+    }
+
+
+def in_sweep(point: Point, sweep: str | None = None) -> bool:
+    sizes = BATCH_SIZES[sweep or current_sweep()]
+    return (point.method in METHODS and point.device in DEVICES
+            and point.batch_size in sizes.get(point.workload, ()))
+
+
+def points(sweep: str | None = None, *, methods=None, devices=DEVICES) -> list[Point]:
+    """The points of ``sweep``, workload by workload, smallest batch first."""
+    sizes = BATCH_SIZES[sweep or current_sweep()]
+    return [
+        Point(workload, method, batch_size, device)
+        for workload in sizes
+        for device in devices
+        for batch_size in sizes[workload]
+        for method in (methods or METHODS)
+    ]

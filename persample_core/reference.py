@@ -1,0 +1,151 @@
+"""Correctness: every method against a float64 reference computed on the CPU.
+
+The reference is the loop method on float64 copies of the model and data, so
+it shares no code path with the batched methods and carries ~1e-16 rounding.
+The error of a parameter is the largest absolute difference divided by the
+largest absolute reference value of that parameter: a relative error at the
+gradient's own scale, which stays meaningful where single entries are ~0.
+Samples that sit on a kink of ReLU or max-pool are found from the reference
+alone and left out of the float32 comparison (see ``unstable_samples``).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from persample_core.methods import per_sample_grads
+
+# Relative error allowed for a computation in each precision. TF32 keeps a
+# 10-bit mantissa (~1e-3 per product); float32 accumulates ~1e-7 per op.
+TOLERANCES = {
+    "float64": 1e-10,
+    "float32": 1e-4,
+    "tf32": 5e-3,
+    "bfloat16": 5e-2,
+    "float16": 1e-2,
+}
+
+
+def precision(dtype: torch.dtype, device) -> str:
+    """The precision a float tensor of ``dtype`` is really multiplied in on ``device``."""
+    name = str(dtype).removeprefix("torch.")
+    if dtype == torch.float32 and torch.device(device).type == "cuda" and (
+        torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+    ):
+        return "tf32"
+    return name
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How one method's gradients compare with the reference, parameter by parameter."""
+
+    method: str
+    precision: str
+    tolerance: float
+    errors: dict  # parameter name -> relative error over the stable samples
+    unstable: tuple = ()  # samples at a kink, left out of ``errors``
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        return max(self.errors.items(), key=lambda item: item[1])
+
+    @property
+    def ok(self) -> bool:
+        return self.worst[1] <= self.tolerance
+
+    def __str__(self):
+        name, error = self.worst
+        verdict = "within" if self.ok else "EXCEEDS"
+        kinks = f" ({len(self.unstable)} sample(s) at a kink left out: {list(self.unstable)})" if self.unstable else ""
+        return (f"method {self.method!r} ({self.precision}): worst parameter {name!r} has relative error "
+                f"{error:.2e}, {verdict} tolerance {self.tolerance:.0e}{kinks}")
+
+
+class ReferenceMismatch(AssertionError):
+    """A method's gradients differ from the float64 reference beyond the tolerance."""
+
+
+# The random weight perturbation that finds samples at a kink, as a fraction of
+# the tolerance: a smooth gradient moves by about twice the perturbation (5x
+# margin below the tolerance), one at a kink jumps by ~1e-2.
+JITTER_PER_TOLERANCE = 0.1
+
+
+def reference_grads(model, loss_fn, inputs, targets, *, jitter: float = 0.0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-sample gradients by the loop method on float64 CPU copies of everything.
+
+    With ``jitter``, every trainable weight is first moved by a random
+    ``jitter`` fraction of its own size (``seed`` picks the direction).
+    """
+    model64 = copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
+    if jitter:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model64.parameters():
+                p.mul_(1 + jitter * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    inputs64 = inputs.cpu().to(torch.float64) if inputs.is_floating_point() else inputs.cpu()
+    return per_sample_grads(model64, loss_fn, inputs64, targets.cpu(), method="loop")
+
+
+def _sample_errors(value, ref, scale) -> torch.Tensor:
+    """Each sample's largest absolute difference, at the parameter's own scale."""
+    diff = (value.detach().cpu().to(torch.float64) - ref).abs().reshape(ref.shape[0], -1).amax(dim=1)
+    return diff / scale if scale > 0 else diff
+
+
+def unstable_samples(model, loss_fn, inputs, targets, reference, tolerance: float) -> tuple:
+    """Samples whose reference gradient jumps when the weights move a little.
+
+    ReLU and max-pool make the gradient piecewise: where two values are within
+    float32 rounding of each other (a max-pool window's top two, a ReLU input
+    near 0), a float32 computation may pick the other side of the kink and get
+    a different, equally valid gradient. Such a sample cannot be judged at
+    float32 precision. It is found from the reference alone (weights moved both
+    ways by a random fraction ``JITTER_PER_TOLERANCE * tolerance`` of their size),
+    never from the method under test, so a wrong method cannot hide behind it.
+    """
+    if tolerance < 1e-6:  # float64: kinks closer than rounding are astronomically rare
+        return ()
+    flagged = torch.zeros(inputs.shape[0], dtype=torch.bool)
+    for sign in (1, -1):
+        moved = reference_grads(model, loss_fn, inputs, targets, jitter=sign * JITTER_PER_TOLERANCE * tolerance)
+        for name, ref in reference.items():
+            flagged |= _sample_errors(moved[name], ref, ref.abs().max().item()) > tolerance
+    return tuple(flagged.nonzero().flatten().tolist())
+
+
+def compare_with_reference(model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None) -> Comparison:
+    """Run ``method`` and measure its error against the float64 reference.
+
+    A parameter's error is its largest absolute difference from the reference,
+    divided by the reference's largest absolute value for that parameter,
+    taken over all samples but those at a kink (see ``unstable_samples``).
+    """
+    got = per_sample_grads(model, loss_fn, inputs, targets, method=method)
+    want = reference_grads(model, loss_fn, inputs, targets)
+    if got.keys() != want.keys():
+        raise ReferenceMismatch(f"method {method!r} returned parameters {sorted(got)}, expected {sorted(want)}")
+    for name, ref in want.items():
+        if got[name].shape != ref.shape:
+            raise ReferenceMismatch(f"method {method!r}: {name!r} has shape {tuple(got[name].shape)}, expected {tuple(ref.shape)}")
+    prec = precision(next(iter(got.values())).dtype, inputs.device)
+    tolerance = TOLERANCES[prec] if tolerance is None else tolerance
+    unstable = unstable_samples(model, loss_fn, inputs, targets, want, TOLERANCES[prec])
+    stable = torch.ones(inputs.shape[0], dtype=torch.bool)
+    stable[list(unstable)] = False
+    errors = {}
+    for name, ref in want.items():
+        per_sample = _sample_errors(got[name], ref, ref.abs().max().item())[stable]
+        errors[name] = per_sample.max().item() if per_sample.numel() else 0.0
+    return Comparison(method, prec, tolerance, errors, unstable)
+
+
+def assert_matches_reference(model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None) -> Comparison:
+    """Like ``compare_with_reference``, but raise ``ReferenceMismatch`` naming the worst parameter."""
+    comparison = compare_with_reference(model, loss_fn, inputs, targets, method, tolerance=tolerance)
+    if not comparison.ok:
+        raise ReferenceMismatch(str(comparison))
+    return comparison

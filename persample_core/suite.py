@@ -1,0 +1,69 @@
+"""What both benchmark suites do at a point before timing it.
+
+Correctness comes first: a method is checked against the float64 reference on
+fresh random inputs (its own seed, not the timed batch) once per workload,
+method and device, before any of its points is timed. Then the point is built,
+its callable made to synchronise on CUDA, and warmed up.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+from persample_core.grid import Point
+from persample_core.methods import METHODS, prepare
+from persample_core.reference import assert_matches_reference
+from persample_core.timing import floor, synchronized, trainable_numel
+from persample_core.workloads import make_workload
+
+FLOOR = "floor"
+CHECK_BATCH_SIZE = 4
+CHECK_SEED = 12345
+
+
+@functools.lru_cache(maxsize=None)
+def check_method(workload: str, method: str, device: str):
+    """Raise ReferenceMismatch (or MethodUnavailable) unless ``method`` is right here; cached."""
+    return assert_matches_reference(
+        *make_workload(workload, batch_size=CHECK_BATCH_SIZE, device=device, seed=CHECK_SEED), method
+    )
+
+
+@dataclass
+class Prepared:
+    """A point ready to time: ``run()`` computes it once, synchronised."""
+
+    point: Point
+    run: Callable[[], object]
+    n_params: int
+
+    @property
+    def gradient_bytes(self) -> int:
+        """The least memory any method needs: B x P float32 per-sample gradients."""
+        return self.point.batch_size * self.n_params * 4
+
+
+def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1) -> Prepared:
+    """Check, build and warm up ``point``; ``point.method`` may be ``FLOOR``.
+
+    Raises MethodUnavailable for a method that cannot run here, and lets an
+    out-of-memory error through for the suite to turn into a skip.
+    """
+    if point.method != FLOOR:
+        check_method(point.workload, point.method, point.device)
+    model, loss_fn, inputs, targets = make_workload(
+        point.workload, batch_size=point.batch_size, device=point.device, seed=seed
+    )
+    if point.method == FLOOR:
+        compute = floor(model, loss_fn)
+    else:
+        compute = prepare(model, loss_fn, method=point.method)
+    run = synchronized(functools.partial(compute, inputs, targets), point.device)
+    for _ in range(warmup):
+        run()
+    return Prepared(point, run, trainable_numel(model))
+
+
+def methods_with_floor() -> list[str]:
+    return [*METHODS, FLOOR]

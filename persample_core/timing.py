@@ -1,0 +1,84 @@
+"""Device-aware measurement: what must be true of a timed call, and the floor.
+
+CUDA kernels run asynchronously: a call returns when its kernels are queued,
+not when they are done. A timed callable on CUDA therefore ends with
+``torch.cuda.synchronize``, or the clock measures launch overhead. Anything
+timed is warmed up first, so that one-time costs (lazy initialisation, cuDNN
+autotuning, allocator growth, compilation) stay out of the numbers.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synchronized(fn, device):
+    """``fn`` itself on the CPU; on CUDA, ``fn`` followed by a device synchronisation."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        torch.cuda.synchronize(device)
+        return out
+
+    call.__wrapped__ = fn
+    return call
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for CUDA's OutOfMemoryError and the CPU allocator's failure alike."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, (RuntimeError, MemoryError)) and (
+        "out of memory" in str(err) or "can't allocate memory" in str(err) or isinstance(err, MemoryError)
+    )
+
+
+def trainable_numel(model) -> int:
+    """P: the number of trainable parameter entries, so B x P floats of per-sample gradients."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def floor(model, loss_fn):
+    """What no per-sample method can beat: one ordinary training step plus writing its output.
+
+    One batched forward and backward of the same model (what a training step
+    costs), then writing the B x P per-sample gradient floats that any method
+    must produce. A method's time divided by this is its multiple of the floor.
+    Same factory signature as a method, so it is prepared and timed the same way.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def compute(inputs, targets):
+        grads = torch.autograd.grad(loss_fn(model(inputs), targets), params)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        out = torch.empty((inputs.shape[0], flat.numel()), device=flat.device, dtype=flat.dtype)
+        return out.copy_(flat.expand_as(out))
+
+    return compute
+
+
+def interleaved(fns: dict, *, rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time several callables in alternating rounds; seconds per call, one list per name.
+
+    Drift of a shared machine (another job starting, the clock throttling)
+    hits every callable within a round alike, so ratios taken round by round
+    cancel it, where two separately timed series would not.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples
