@@ -35,6 +35,10 @@ BATCH_SIZES = {
     },
 }
 SWEEPS = tuple(BATCH_SIZES)
+# (min rounds, max seconds) of timing per point, as pytest-benchmark's
+# --benchmark-min-rounds and --benchmark-max-time: the full sweep takes more,
+# which is what lets the gate resolve smaller slowdowns.
+ROUNDS = {"quick": (5, 1.0), "full": (15, 3.0)}
 
 
 def current_sweep() -> str:

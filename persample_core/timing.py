@@ -8,6 +8,7 @@ autotuning, allocator growth, compilation) stay out of the numbers.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -63,6 +64,15 @@ def floor(model, loss_fn):
         return out.copy_(flat.expand_as(out))
 
     return compute
+
+
+def rounds_for(per_round: float, min_rounds: int, max_time: float, most: int = 1000) -> int:
+    """Rounds to time: at least ``min_rounds``, more while they fit in ``max_time`` seconds.
+
+    The rule pytest-benchmark applies to its own rounds, for callables we time
+    ourselves (interleaved rounds).
+    """
+    return max(min_rounds, min(most, math.ceil(max_time / max(per_round, 1e-9))))
 
 
 def interleaved(fns: dict, *, rounds: int, warmup: int = 1) -> dict[str, list[float]]:

@@ -11,3 +11,5 @@ DEVICES = ["cpu", CUDA]
 def seed(request):
     """Fresh weights and data: each seed builds a different workload."""
     return request.param
+
+pytest_plugins = ["tests.benchmark_plugin"]

@@ -1,0 +1,93 @@
+"""The ``persample`` command: compare stored runs, list them, measure the gate.
+
+Exit codes of ``persample compare``: 0 no regression, 1 regression,
+2 unusable input (missing, corrupt or unknown run), 3 no baseline yet (the
+first run on new hardware: normal, not a failure), 4 runs from different
+hardware.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from persample_core import history
+from persample_core.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS, compare_runs, format_changes
+
+OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
+EXIT_CODES = {history.NoBaseline: NO_BASELINE, history.HardwareMismatch: OTHER_HARDWARE, history.HistoryError: BAD_INPUT}
+
+
+def _fraction(text: str) -> float:
+    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    if not 0 < value < 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a threshold; give a fraction such as 0.1 or 10%")
+    return value
+
+
+def _this_hardware() -> str:
+    from persample_core.hardware import hardware_id, machine_info
+
+    return hardware_id(machine_info())
+
+
+def compare(args) -> int:
+    if args.baseline and args.candidate:
+        paths = history.resolve(args.baseline, args.storage), history.resolve(args.candidate, args.storage)
+    else:
+        previous, newest = history.latest_two(args.storage, _this_hardware())
+        paths = (history.resolve(args.baseline, args.storage), newest) if args.baseline else (previous, newest)
+    baseline, candidate = (history.load(path) for path in paths)
+    history.check_same_hardware(baseline, candidate)
+    changes = compare_runs(baseline, candidate, alpha=args.alpha,
+                           thresholds={"ratio": args.threshold_ratio, "time": args.threshold_time})
+    regressions = [c for c in changes if c.regressed]
+    print(f"baseline  {baseline.path} (commit {baseline.commit[:10]})")
+    print(f"candidate {candidate.path} (commit {candidate.commit[:10]})")
+    print(f"hardware  {baseline.machine.get('hardware_id')}; change: + is slower; regression: p < {args.alpha} "
+          f"and the interval reaches {args.threshold_ratio:.0%} (speedup) / {args.threshold_time:.0%} (time)\n")
+    print(format_changes(changes))
+    common = len({c.point for c in changes})
+    print(f"\n{len(regressions)} regression(s) in {common} common point(s)"
+          + ("" if common else "; the runs share no point: were they made with the same sweep?"))
+    return REGRESSION if regressions else OK
+
+
+def runs(args) -> int:
+    paths = history.stored(args.storage)
+    if not paths:
+        print(f"no stored runs under {args.storage}; store one with: tox -e bench", file=sys.stderr)
+        return NO_BASELINE
+    for path in paths:
+        print(path)
+    return OK
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="persample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--storage", default=history.DEFAULT_STORAGE, help="where runs are stored (default: .benchmarks)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("compare", help="gate a candidate run against a baseline run")
+    p.add_argument("baseline", nargs="?", help="saved run id (e.g. 0003) or JSON path; default: the run before the newest")
+    p.add_argument("candidate", nargs="?", help="saved run id or JSON path; default: the newest run on this hardware")
+    p.add_argument("--threshold-ratio", type=_fraction, default=DEFAULT_THRESHOLDS["ratio"],
+                   help="slowdown of the time ratio to loop that counts (default: 0.10)")
+    p.add_argument("--threshold-time", type=_fraction, default=DEFAULT_THRESHOLDS["time"],
+                   help="slowdown of absolute time that counts (default: 0.10)")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default: 0.01)")
+    p.set_defaults(run=compare)
+
+    p = commands.add_parser("runs", help="list stored runs, oldest first")
+    p.set_defaults(run=runs)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except history.HistoryError as err:
+        print(f"persample: {err}", file=sys.stderr)
+        return next(code for kind, code in EXIT_CODES.items() if isinstance(err, kind))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

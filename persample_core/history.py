@@ -1,0 +1,108 @@
+"""Stored runs: find them, read them, and refuse what cannot be compared.
+
+Runs are pytest-benchmark JSON files (``--benchmark-autosave`` or
+``--benchmark-json``), stored under ``.benchmarks/<hardware id>/<machine id>/``
+with their raw rounds. A run is named by a path or by its saved id (``0003``, or
+a longer prefix of the file name). Nothing here writes or deletes a file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from persample_core.grid import Point
+from persample_core.hardware import hardware_differences
+
+DEFAULT_STORAGE = Path(".benchmarks")
+
+
+class HistoryError(Exception):
+    """A run cannot be used; the message names the file and what to do."""
+
+
+class NoBaseline(HistoryError):
+    """There is nothing stored yet to compare against (a first run on this hardware)."""
+
+
+class HardwareMismatch(HistoryError):
+    """Two runs come from different hardware."""
+
+
+@dataclass
+class Run:
+    """One stored run: where it came from, its machine and its samples per point."""
+
+    path: Path
+    machine: dict  # persample's machine_info
+    commit: str
+    samples: dict  # Point -> list of seconds per round
+    baseline_rounds: dict  # Point -> the loop's seconds in the same rounds, where interleaved
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load(path) -> Run:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HistoryError(f"{path}: no such file; pass a saved run id or the path of a pytest-benchmark JSON file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise HistoryError(f"{path}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise HistoryError(f"{path}: truncated or corrupt JSON ({err.msg} at line {err.lineno}); "
+                           "re-run the benchmark to store a new run") from None
+    try:
+        machine = data["machine_info"]["persample"]
+        samples, baseline = {}, {}
+        for bench in data["benchmarks"]:
+            info = bench["extra_info"]
+            point = Point(info["workload"], info["method"], info["batch_size"], info["device"])
+            samples[point] = bench["stats"]["data"]
+            if "baseline_rounds" in info:
+                baseline[point] = info["baseline_rounds"]
+    except (KeyError, TypeError) as err:
+        raise HistoryError(f"{path}: not a persample run with raw rounds (missing {err}); "
+                           "store runs with this project's suite (tox -e bench)") from None
+    if not samples:
+        raise HistoryError(f"{path}: holds no timed benchmarks (a --benchmark-disable run?)")
+    return Run(path, machine, (data.get("commit_info") or {}).get("id", "?"), samples, baseline)
+
+
+def stored(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> list[Path]:
+    """Saved runs, oldest first (pytest-benchmark numbers them), for one hardware or all."""
+    pattern = f"{hardware_id}/*/*.json" if hardware_id else "**/*.json"
+    return sorted(Path(storage).glob(pattern), key=lambda p: (p.name.split("_", 1)[0], str(p)))
+
+
+def resolve(ref: str, storage=DEFAULT_STORAGE) -> Path:
+    """A path as given, or the one saved run whose file name starts with ``ref``."""
+    if ref.endswith(".json") or Path(ref).exists():
+        return Path(ref)
+    matches = [p for p in stored(storage) if p.name.startswith(ref)]
+    if not matches:
+        raise HistoryError(f"no saved run {ref!r} under {storage}; list them with: persample runs")
+    if len(matches) > 1:
+        raise HistoryError(f"saved run id {ref!r} is ambiguous under {storage}: "
+                           f"{', '.join(str(p) for p in matches)}; pass a path instead")
+    return matches[0]
+
+
+def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple[Path, Path]:
+    """The newest run and the one before it, on one hardware."""
+    runs = stored(storage, hardware_id)
+    if len(runs) < 2:
+        where = f"{storage}/{hardware_id}" if hardware_id else str(storage)
+        raise NoBaseline(f"no baseline yet: {len(runs)} stored run(s) under {where}; "
+                         "this run becomes the baseline for the next one")
+    return runs[-2], runs[-1]
+
+
+def check_same_hardware(a: Run, b: Run) -> None:
+    differences = hardware_differences(a.machine, b.machine)
+    if differences:
+        raise HardwareMismatch(f"{a.name} and {b.name} come from different hardware ({'; '.join(differences)}); "
+                               "compare runs of one machine only")

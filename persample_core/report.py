@@ -1,0 +1,56 @@
+"""Derived figures and the summary table, from medians alone: no measuring here.
+
+For each point: time per sample, speedup over the baseline (loop) at the same
+workload, batch size and device, and multiple of the floor there.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from persample_core.grid import Point
+from persample_core.methods import BASELINE
+from persample_core.suite import FLOOR
+
+
+def derive(medians: dict[Point, float]) -> dict[Point, dict]:
+    """``{point: {time_per_sample, speedup_over_loop, floor_multiple}}``; None where the partner is missing."""
+    derived = {}
+    for point, median in medians.items():
+        loop = medians.get(replace(point, method=BASELINE))
+        floor = medians.get(replace(point, method=FLOOR))
+        derived[point] = {
+            "time_per_sample": median / point.batch_size,
+            "speedup_over_loop": loop / median if loop and point.method != FLOOR else None,
+            "floor_multiple": median / floor if floor else None,
+        }
+    return derived
+
+
+def _seconds(value: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+def _times(value, suffix="x") -> str:
+    return "-" if value is None else f"{value:.2f}{suffix}"
+
+
+def summary_table(medians: dict[Point, float]) -> str:
+    """One row per point, grouped by workload, device and batch size; the floor last in each group."""
+    derived = derive(medians)
+    header = ("workload", "device", "B", "method", "median", "per sample", "vs loop", "x floor")
+    rows, previous = [], None
+    for point in sorted(medians, key=lambda p: (p.workload, p.device, p.batch_size,
+                                                p.method == FLOOR, p.method != BASELINE, p.method)):
+        group = (point.workload, point.device, str(point.batch_size))
+        d = derived[point]
+        rows.append((*(group if group != previous else ("", "", "")), point.method, _seconds(medians[point]),
+                     _seconds(d["time_per_sample"]), _times(d["speedup_over_loop"]), _times(d["floor_multiple"])))
+        previous = group
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) if i < 4 else str(cell).rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))) for row in (header, *rows)]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

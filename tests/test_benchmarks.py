@@ -1,0 +1,75 @@
+"""The pytest-benchmark suite: one benchmark per point of the shared grid.
+
+``pytest --benchmark-only`` times every method (and the floor) at every point
+of the sweep; the plain test run executes each once, untimed, so a broken
+benchmark fails CI. The vmap point is timed in rounds interleaved with the
+loop (the loop runs untimed by pytest-benchmark in each round's setup, timed by
+us), so the ratio the gate tests is free of machine drift.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from persample_core.grid import points
+from persample_core.methods import BASELINE, MethodUnavailable
+from persample_core.suite import methods_with_floor, prepare_point
+from persample_core.timing import is_out_of_memory, rounds_for
+from tests.benchmark_plugin import record
+
+INTERLEAVED = {"vmap"}
+
+
+def prepare_or_skip(point):
+    if point.device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    try:
+        return prepare_point(point)
+    except MethodUnavailable as err:
+        pytest.skip(f"{point.method} unavailable: {err}")
+    except (RuntimeError, MemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        if point.device == "cuda":
+            torch.cuda.empty_cache()
+        pytest.skip(f"out of memory at B={point.batch_size} on {point.device}: {str(err).splitlines()[0]}")
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved_with_baseline(benchmark, prepared, point, config):
+    """Time ``prepared`` with a timed baseline call before each round, recorded in extra_info.
+
+    Rounds follow the run's --benchmark-min-rounds and --benchmark-max-time,
+    as pytest-benchmark's own calibration does for the other points.
+    """
+    baseline = prepare_or_skip(replace(point, method=BASELINE))
+    baseline_rounds = []
+    rounds = rounds_for(seconds(prepared.run) + seconds(baseline.run),
+                        config.getoption("benchmark_min_rounds"), float(config.getoption("benchmark_max_time")))
+    benchmark.pedantic(prepared.run, setup=lambda: baseline_rounds.append(seconds(baseline.run)),
+                       rounds=rounds, iterations=1)
+    benchmark.extra_info["baseline_rounds"] = baseline_rounds
+
+
+@pytest.mark.parametrize("point", points(methods=methods_with_floor()), ids=lambda p: p.id)
+def test_point(benchmark, point, request):
+    prepared = prepare_or_skip(point)
+    benchmark.group = f"{point.workload} {point.device} B={point.batch_size}"
+    benchmark.extra_info.update(
+        workload=point.workload, method=point.method, batch_size=point.batch_size, device=point.device,
+        dtype="float32", threads=torch.get_num_threads(), n_params=prepared.n_params,
+        gradient_bytes=prepared.gradient_bytes,
+    )
+    if point.method in INTERLEAVED:
+        interleaved_with_baseline(benchmark, prepared, point, request.config)
+    else:
+        benchmark(prepared.run)
+    record(request.config, point, benchmark)

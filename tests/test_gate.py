@@ -1,0 +1,128 @@
+"""The regression gate: statistics on samples, and the command on real stored runs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from persample_core import cli, gate, history
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lognormal(median, n, seed, spread=0.05):
+    return median * np.exp(np.random.default_rng(seed).normal(0, spread, n))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_20_percent_slowdown_is_flagged(seed):
+    change, low, high, p, regressed = gate.compare_samples(lognormal(1.0, 10, seed), lognormal(1.2, 10, seed + 100),
+                                                           threshold=0.1)
+    assert regressed and p < 0.01 and low < change < high and change == pytest.approx(0.2, abs=0.06)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_same_distribution_is_not_flagged(seed):
+    *_, regressed = gate.compare_samples(lognormal(1.0, 10, seed), lognormal(1.0, 10, seed + 100), threshold=0.1)
+    assert not regressed
+
+
+def test_a_significant_but_small_change_is_not_flagged():
+    change, low, high, p, regressed = gate.compare_samples(lognormal(1.0, 200, 1, 0.01), lognormal(1.02, 200, 2, 0.01),
+                                                           threshold=0.1)
+    assert p < 0.01 and high < 0.1 and not regressed
+
+
+def bench(storage, *extra, slowdown=0.0):
+    """One real, stored run of a small grid: mlp at B=64, loop and vmap (interleaved) and the floor."""
+    env = {**os.environ, "PERSAMPLE_TEST_SLOWDOWN": str(slowdown)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "-p", "tests.slowdown_plugin", "-p",
+         "no:cacheprovider", "--benchmark-only", "-k", "mlp and B64- and cpu", "--benchmark-autosave", "--benchmark-min-rounds=12",
+         f"--benchmark-storage=file://{storage}", "-q", *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sorted(Path(storage).glob("*/*.json"))[-1]
+
+
+def persample(*args):
+    proc = subprocess.run([sys.executable, "-m", "persample_core.cli", *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def stored_runs(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("benchmarks")
+    return {"base": bench(storage), "rerun": bench(storage), "slowed": bench(storage, slowdown=0.5)}
+
+
+def test_gate_flags_a_real_injected_slowdown(stored_runs):
+    code, out = persample("compare", stored_runs["base"], stored_runs["slowed"])
+    assert code == cli.REGRESSION, out
+    flagged = [line for line in out.splitlines() if "REGRESSION" in line]
+    assert any(line.startswith("mlp-vmap-B64-cpu") and "speedup" in line for line in flagged), out
+    assert out.index("REGRESSION") < out.index(" ok"), "regressions come first"
+
+
+def test_gate_passes_an_unchanged_rerun(stored_runs):
+    code, out = persample("compare", stored_runs["base"], stored_runs["rerun"])
+    assert code == cli.OK, out
+    assert "0 regression(s) in 3 common point(s)" in out
+
+
+def test_gate_by_saved_ids_defaults_to_the_two_newest(stored_runs):
+    storage = stored_runs["base"].parent.parent
+    code, out = persample("--storage", storage, "compare", "0001", "0003")
+    assert code == cli.REGRESSION and "0001_" in out and "0003_" in out
+
+
+def test_no_baseline_yet_has_its_own_exit_code(tmp_path):
+    code, out = persample("--storage", tmp_path, "compare")
+    assert code == cli.NO_BASELINE
+    assert "no baseline yet: 0 stored run(s)" in out
+
+
+def test_corrupt_file_is_reported_by_name_and_left_alone(stored_runs, tmp_path):
+    corrupt = tmp_path / "0009_truncated.json"
+    corrupt.write_text(stored_runs["base"].read_text()[:500])
+    before = corrupt.read_bytes()
+    code, out = persample("compare", stored_runs["base"], corrupt)
+    assert code == cli.BAD_INPUT
+    assert f"{corrupt}: truncated or corrupt JSON" in out and "\n" not in out.strip()
+    assert corrupt.read_bytes() == before
+
+
+def test_a_run_without_raw_rounds_is_refused(stored_runs, tmp_path):
+    stripped = json.loads(stored_runs["base"].read_text())
+    del stripped["benchmarks"][0]["stats"]["data"]
+    path = tmp_path / "stripped.json"
+    path.write_text(json.dumps(stripped))
+    code, out = persample("compare", stored_runs["base"], path)
+    assert code == cli.BAD_INPUT and "not a persample run with raw rounds (missing 'data')" in out
+
+
+def test_hardware_mismatch_is_refused_naming_the_fields(stored_runs, tmp_path):
+    other = json.loads(stored_runs["rerun"].read_text())
+    other["machine_info"]["persample"]["gpu_name"] = "NVIDIA H100 80GB HBM3"
+    other["machine_info"]["persample"]["gpu_count"] = 1
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    code, out = persample("compare", stored_runs["base"], path)
+    assert code == cli.OTHER_HARDWARE
+    assert "gpu_name: None != 'NVIDIA H100 80GB HBM3'; gpu_count: 0 != 1" in out
+
+
+def test_unknown_saved_id(tmp_path):
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    code, out = persample("--storage", tmp_path, "compare", "0042", "0043")
+    assert code == cli.BAD_INPUT and "no saved run '0042'" in out
+
+
+def test_history_lists_runs_oldest_first(stored_runs):
+    storage = stored_runs["base"].parent.parent
+    assert [p.name[:4] for p in history.stored(storage)] == ["0001", "0002", "0003"]

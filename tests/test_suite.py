@@ -1,0 +1,119 @@
+"""The benchmark machinery: synchronisation, skips, derived figures, recorded fields."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from persample_core import hardware, make_workload, suite, timing
+from persample_core.grid import Point, axes, in_sweep, points
+from persample_core.report import derive, summary_table
+from tests.test_benchmarks import prepare_or_skip
+
+
+def test_synchronized_waits_for_cuda_after_the_call(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", device)))
+    timed = timing.synchronized(lambda: calls.append("call") or 42, "cuda")
+    assert timed() == 42
+    assert calls == ["call", ("sync", "cuda")]
+
+
+def test_synchronized_leaves_cpu_calls_alone():
+    fn = lambda: None  # noqa: E731
+    assert timing.synchronized(fn, "cpu") is fn
+
+
+def test_every_point_is_timed_through_the_synchronising_wrapper(monkeypatch):
+    seen = []
+    real = suite.synchronized
+    monkeypatch.setattr(suite, "synchronized", lambda fn, device: seen.append(device) or real(fn, device))
+    suite.prepare_point(Point("mlp", "vmap", 2, "cpu"), warmup=0)
+    assert seen == ["cpu"]
+
+
+def test_floor_writes_b_by_p_floats():
+    model, loss_fn, inputs, targets = make_workload("mlp", batch_size=3)
+    out = timing.floor(model, loss_fn)(inputs, targets)
+    assert out.shape == (3, timing.trainable_numel(model))
+    assert torch.isfinite(out).all() and out.abs().sum() > 0
+
+
+def test_absent_cuda_point_is_skipped_with_a_reason():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so a CUDA point runs")
+    with pytest.raises(pytest.skip.Exception, match="CUDA is not available on this machine"):
+        prepare_or_skip(Point("mlp", "vmap", 2, "cuda"))
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB"),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 1 TB")])
+def test_out_of_memory_point_is_skipped_with_a_reason(monkeypatch, error):
+    def oom(point):
+        raise error
+
+    monkeypatch.setattr("tests.test_benchmarks.prepare_point", oom)
+    with pytest.raises(pytest.skip.Exception, match="out of memory at B=512 on cpu"):
+        prepare_or_skip(Point("simple_cnn", "vmap", 512, "cpu"))
+
+
+def test_other_runtime_errors_are_not_hidden_as_skips(monkeypatch):
+    def broken(point):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr("tests.test_benchmarks.prepare_point", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        prepare_or_skip(Point("mlp", "vmap", 2, "cpu"))
+
+
+def test_derived_figures():
+    medians = {Point("mlp", m, 10, "cpu"): t for m, t in (("loop", 2.0), ("vmap", 0.5), ("floor", 0.25))}
+    derived = derive(medians)
+    vmap = derived[Point("mlp", "vmap", 10, "cpu")]
+    assert vmap == {"time_per_sample": 0.05, "speedup_over_loop": 4.0, "floor_multiple": 2.0}
+    assert derived[Point("mlp", "floor", 10, "cpu")]["speedup_over_loop"] is None
+    rows = [line.split() for line in summary_table(medians).splitlines()[2:]]
+    assert [next(w for w in row if w in ("loop", "vmap", "floor")) for row in rows] == ["loop", "vmap", "floor"]
+    assert rows[1][-2:] == ["4.00x", "2.00x"]
+
+
+def test_grid_is_one_definition_for_both_suites():
+    every = points("quick")
+    assert {p.batch_size for p in every if p.workload == "simple_cnn"} == {1, 8, 32, 64, 128, 256}
+    params = axes("quick")
+    assert all(in_sweep(p, "quick") for p in every)
+    assert not in_sweep(Point("mlp", "vmap", 8, "cpu"), "quick")  # 8 is only on the default workload
+    assert set(params["method"]) >= {"loop", "vmap"} and params["device"] == ["cpu", "cuda"]
+
+
+def test_hardware_mismatch_names_the_fields():
+    a = {"cpu_model": "AMD EPYC", "gpu_name": "NVIDIA H100", "gpu_count": 1}
+    b = {"cpu_model": "AMD EPYC", "gpu_name": "NVIDIA A100", "gpu_count": 1}
+    assert hardware.hardware_differences(a, b) == ["gpu_name: 'NVIDIA H100' != 'NVIDIA A100'"]
+    assert hardware.hardware_id(a) == "AMD_EPYC--1xNVIDIA_H100"
+    assert hardware.hardware_id({"cpu_model": "AMD EPYC", "gpu_name": None}) == "AMD_EPYC--no-gpu"
+
+
+def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
+    """End to end: one timed point pair through pytest-benchmark, read back from its JSON."""
+    out = tmp_path / "run.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "--benchmark-only", "-p", "no:cacheprovider",
+         "-k", "mlp and B1- and cpu", f"--benchmark-json={out}", "--benchmark-max-time=0.05", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "persample summary" in proc.stdout and "x floor" in proc.stdout
+    run = json.loads(out.read_text())
+    info = run["machine_info"]["persample"]
+    for key in ("cpu_model", "torch_threads", "torch_version", "gpu_name", "tf32_matmul", "hardware_id"):
+        assert key in info
+    by_method = {b["extra_info"]["method"]: b for b in run["benchmarks"]}
+    assert set(by_method) == {"loop", "vmap", "floor"}
+    vmap = by_method["vmap"]
+    for key in ("workload", "batch_size", "device", "dtype", "time_per_sample", "speedup_over_loop", "floor_multiple"):
+        assert vmap["extra_info"][key] is not None, key
+    assert len(vmap["extra_info"]["baseline_rounds"]) == len(vmap["stats"]["data"]) >= 5
+    assert vmap["extra_info"]["speedup_over_loop"] == pytest.approx(
+        by_method["loop"]["stats"]["median"] / vmap["stats"]["median"])
