@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats
 
 from persample_core.methods import BASELINE
+from persample_core.report import render
 from persample_core.suite import FLOOR
 
 METRICS = ("ratio", "time")
@@ -100,7 +101,4 @@ def format_changes(changes: list[Change]) -> str:
     rows = [(c.point.id, "speedup" if c.metric == "ratio" else "time", _shown(c, c.before), _shown(c, c.after),
              f"{c.change:+.1%}", f"[{c.low:+.1%}, {c.high:+.1%}]", f"{c.p_value:.3f}",
              "REGRESSION" if c.regressed else "ok") for c in changes]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
-    lines.insert(1, "-" * max(len(line) for line in lines))
-    return "\n".join(lines)
+    return render(header, rows, left=len(header))

@@ -33,24 +33,43 @@ def _seconds(value: float) -> str:
     return f"{value / 1e-9:.3g} ns"
 
 
+def _bytes(value) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value} B"
+
+
 def _times(value, suffix="x") -> str:
     return "-" if value is None else f"{value:.2f}{suffix}"
 
 
-def summary_table(medians: dict[Point, float]) -> str:
-    """One row per point, grouped by workload, device and batch size; the floor last in each group."""
-    derived = derive(medians)
-    header = ("workload", "device", "B", "method", "median", "per sample", "vs loop", "x floor")
+def render(header, rows, left: int) -> str:
+    """A plain text table: the first ``left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) if i < left else str(cell).rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in (header, *rows)]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines)
+
+
+def summary_table(medians: dict[Point, float], memory: dict | None = None) -> str:
+    """One row per point, grouped by workload, device and batch size; the floor last in each group.
+
+    ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes).
+    """
+    derived, memory = derive(medians), memory or {}
+    header = ("workload", "device", "B", "method", "median", "per sample", "vs loop", "x floor", "peak mem", "x min")
     rows, previous = [], None
     for point in sorted(medians, key=lambda p: (p.workload, p.device, p.batch_size,
                                                 p.method == FLOOR, p.method != BASELINE, p.method)):
         group = (point.workload, point.device, str(point.batch_size))
         d = derived[point]
+        peak, minimum = memory.get(point, (None, None))
         rows.append((*(group if group != previous else ("", "", "")), point.method, _seconds(medians[point]),
-                     _seconds(d["time_per_sample"]), _times(d["speedup_over_loop"]), _times(d["floor_multiple"])))
+                     _seconds(d["time_per_sample"]), _times(d["speedup_over_loop"]), _times(d["floor_multiple"]),
+                     _bytes(peak), _times(peak / minimum if peak is not None and minimum else None)))
         previous = group
-    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) if i < 4 else str(cell).rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))) for row in (header, *rows)]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return render(header, rows, left=4)

@@ -67,6 +67,11 @@ def _medians(config) -> dict:
             if bench.stats is not None}
 
 
+def _memory(config) -> dict:
+    return {point: (bench.extra_info.get("peak_memory_bytes"), bench.extra_info["gradient_bytes"])
+            for point, bench in config.stash.get(RECORDS, {}).items()}
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session):
     """Fill the derived figures in before pytest-benchmark saves and displays the run."""
@@ -82,4 +87,4 @@ def pytest_terminal_summary(terminalreporter, config):
     if medians:
         terminalreporter.section(f"persample summary ({config.getoption('sweep')} sweep, "
                                  f"{torch.get_num_threads()} threads)")
-        terminalreporter.write_line(summary_table(medians))
+        terminalreporter.write_line(summary_table(medians, _memory(config)))

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from persample_core.grid import points
+from persample_core.memory import peak_bytes
 from persample_core.methods import BASELINE, MethodUnavailable
 from persample_core.suite import methods_with_floor, prepare_point
 from persample_core.timing import is_out_of_memory, rounds_for
@@ -72,4 +73,8 @@ def test_point(benchmark, point, request):
         interleaved_with_baseline(benchmark, prepared, point, request.config)
     else:
         benchmark(prepared.run)
+    if not benchmark.disabled:  # one more call, untimed, for its peak memory
+        peak = peak_bytes(prepared.run, point.device)
+        benchmark.extra_info.update(peak_memory_bytes=peak,
+                                    memory_vs_minimum=None if peak is None else peak / prepared.gradient_bytes)
     record(request.config, point, benchmark)

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from persample_core import hardware, make_workload, suite, timing
+from persample_core import hardware, make_workload, memory, suite, timing
 from persample_core.grid import Point, axes, in_sweep, points
 from persample_core.report import derive, summary_table
 from tests.test_benchmarks import prepare_or_skip
@@ -75,7 +75,7 @@ def test_derived_figures():
     assert derived[Point("mlp", "floor", 10, "cpu")]["speedup_over_loop"] is None
     rows = [line.split() for line in summary_table(medians).splitlines()[2:]]
     assert [next(w for w in row if w in ("loop", "vmap", "floor")) for row in rows] == ["loop", "vmap", "floor"]
-    assert rows[1][-2:] == ["4.00x", "2.00x"]
+    assert rows[1][-4:-2] == ["4.00x", "2.00x"]
 
 
 def test_grid_is_one_definition_for_both_suites():
@@ -104,7 +104,7 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "persample summary" in proc.stdout and "x floor" in proc.stdout
+    assert "persample summary" in proc.stdout and "x floor" in proc.stdout and "peak mem" in proc.stdout
     run = json.loads(out.read_text())
     info = run["machine_info"]["persample"]
     for key in ("cpu_model", "torch_threads", "torch_version", "gpu_name", "tf32_matmul", "hardware_id"):
@@ -112,8 +112,27 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
     by_method = {b["extra_info"]["method"]: b for b in run["benchmarks"]}
     assert set(by_method) == {"loop", "vmap", "floor"}
     vmap = by_method["vmap"]
-    for key in ("workload", "batch_size", "device", "dtype", "time_per_sample", "speedup_over_loop", "floor_multiple"):
+    for key in ("workload", "batch_size", "device", "dtype", "time_per_sample", "speedup_over_loop", "floor_multiple",
+                "peak_memory_bytes", "memory_vs_minimum"):
         assert vmap["extra_info"][key] is not None, key
     assert len(vmap["extra_info"]["baseline_rounds"]) == len(vmap["stats"]["data"]) >= 5
     assert vmap["extra_info"]["speedup_over_loop"] == pytest.approx(
         by_method["loop"]["stats"]["median"] / vmap["stats"]["median"])
+
+
+@pytest.mark.skipif(not memory.cpu_peak_supported(), reason="needs Linux's /proc/self/clear_refs to reset the peak")
+def test_cpu_peak_memory_sees_the_call_and_not_what_came_before():
+    kept = torch.ones(50_000_000)  # 200 MB in use before the call: not the call's
+    peak = memory.peak_bytes(lambda: torch.ones(25_000_000).sum(), "cpu")  # 100 MB for the call
+    assert 95e6 < peak < 140e6
+    assert kept.sum() > 0
+
+
+def test_cuda_peak_memory_is_reset_per_point(monkeypatch):
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5000)
+    assert memory.peak_bytes(lambda: events.append("call"), "cuda") == 4000
+    assert events == ["reset", "call"]
