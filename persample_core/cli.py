@@ -1,4 +1,4 @@
-"""The ``persample`` command: compare stored runs, list them, measure the gate.
+"""The ``persample`` command: compare stored runs, list and plot them.
 
 Exit codes of ``persample compare``: 0 no regression, 1 regression,
 2 unusable input (missing, corrupt or unknown run), 3 no baseline yet (the
@@ -62,6 +62,23 @@ def runs(args) -> int:
     return OK
 
 
+def plot(args) -> int:
+    from pathlib import Path
+
+    from persample_core import plots
+
+    paths = ([history.resolve(ref, args.storage) for ref in args.runs] if args.runs
+             else history.stored(args.storage, _this_hardware()))
+    if not paths:
+        raise history.NoBaseline(f"no stored runs of this hardware under {args.storage}; store one with: tox -e bench")
+    runs = [history.load(path) for path in paths]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in plots.sweep_figures(runs[-1], out) + plots.history_figure(runs, out):
+        print(path)
+    return OK
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="persample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +94,12 @@ def main(argv=None) -> int:
                    help="slowdown of absolute time that counts (default: 0.10)")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default: 0.01)")
     p.set_defaults(run=compare)
+
+    p = commands.add_parser("plot", help="figures (PNG and SVG) of the newest run and of the history")
+    p.add_argument("runs", nargs="*", help="saved run ids or JSON paths, oldest first; default: every stored run "
+                                          "of this hardware (the newest is plotted, all make the history)")
+    p.add_argument("--out", default="plots", help="folder for the figures (default: plots)")
+    p.set_defaults(run=plot)
 
     p = commands.add_parser("runs", help="list stored runs, oldest first")
     p.set_defaults(run=runs)

@@ -8,7 +8,7 @@ a longer prefix of the file name). Nothing here writes or deletes a file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from persample_core.grid import Point
@@ -38,6 +38,8 @@ class Run:
     commit: str
     samples: dict  # Point -> list of seconds per round
     baseline_rounds: dict  # Point -> the loop's seconds in the same rounds, where interleaved
+    extra: dict = field(default_factory=dict)  # Point -> the benchmark's extra_info
+    time: str = ""  # when it was run (ISO 8601)
 
     @property
     def name(self) -> str:
@@ -57,11 +59,11 @@ def load(path) -> Run:
                            "re-run the benchmark to store a new run") from None
     try:
         machine = data["machine_info"]["persample"]
-        samples, baseline = {}, {}
+        samples, baseline, extra = {}, {}, {}
         for bench in data["benchmarks"]:
             info = bench["extra_info"]
             point = Point(info["workload"], info["method"], info["batch_size"], info["device"])
-            samples[point] = bench["stats"]["data"]
+            samples[point], extra[point] = bench["stats"]["data"], info
             if "baseline_rounds" in info:
                 baseline[point] = info["baseline_rounds"]
     except (KeyError, TypeError) as err:
@@ -69,7 +71,8 @@ def load(path) -> Run:
                            "store runs with this project's suite (tox -e bench)") from None
     if not samples:
         raise HistoryError(f"{path}: holds no timed benchmarks (a --benchmark-disable run?)")
-    return Run(path, machine, (data.get("commit_info") or {}).get("id", "?"), samples, baseline)
+    return Run(path, machine, (data.get("commit_info") or {}).get("id", "?"), samples, baseline, extra,
+               data.get("datetime", ""))
 
 
 def stored(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> list[Path]:

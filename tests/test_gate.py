@@ -1,17 +1,12 @@
 """The regression gate: statistics on samples, and the command on real stored runs."""
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from persample_core import cli, gate, history
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import persample
 
 
 def lognormal(median, n, seed, spread=0.05):
@@ -35,30 +30,6 @@ def test_a_significant_but_small_change_is_not_flagged():
     change, low, high, p, regressed = gate.compare_samples(lognormal(1.0, 200, 1, 0.01), lognormal(1.02, 200, 2, 0.01),
                                                            threshold=0.1)
     assert p < 0.01 and high < 0.1 and not regressed
-
-
-def bench(storage, *extra, slowdown=0.0):
-    """One real, stored run of a small grid: mlp at B=64, loop and vmap (interleaved) and the floor."""
-    env = {**os.environ, "PERSAMPLE_TEST_SLOWDOWN": str(slowdown)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "-p", "tests.slowdown_plugin", "-p",
-         "no:cacheprovider", "--benchmark-only", "-k", "mlp and B64- and cpu", "--benchmark-autosave", "--benchmark-min-rounds=12",
-         f"--benchmark-storage=file://{storage}", "-q", *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return sorted(Path(storage).glob("*/*.json"))[-1]
-
-
-def persample(*args):
-    proc = subprocess.run([sys.executable, "-m", "persample_core.cli", *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def stored_runs(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("benchmarks")
-    return {"base": bench(storage), "rerun": bench(storage), "slowed": bench(storage, slowdown=0.5)}
 
 
 def test_gate_flags_a_real_injected_slowdown(stored_runs):

@@ -9,6 +9,7 @@ import torch
 from persample_core import hardware, make_workload, memory, suite, timing
 from persample_core.grid import Point, axes, in_sweep, points
 from persample_core.report import derive, summary_table
+from tests.conftest import CORE_METHODS
 from tests.test_benchmarks import prepare_or_skip
 
 
@@ -100,7 +101,7 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
     out = tmp_path / "run.json"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "--benchmark-only", "-p", "no:cacheprovider",
-         "-k", "mlp and B1- and cpu", f"--benchmark-json={out}", "--benchmark-max-time=0.05", "-q"],
+         "-k", f"mlp and B1- and cpu and {CORE_METHODS}", f"--benchmark-json={out}", "--benchmark-max-time=0.05", "-q"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
