@@ -1,4 +1,4 @@
-"""The ``persample`` command: compare stored runs, list and plot them.
+"""The ``persample`` command: compare stored runs, list and plot them, measure the gate.
 
 Exit codes of ``persample compare``: 0 no regression, 1 regression,
 2 unusable input (missing, corrupt or unknown run), 3 no baseline yet (the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from persample_core import history
+from persample_core import history, sensitivity
 from persample_core.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS, compare_runs, format_changes
 
 OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
@@ -101,10 +101,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="plots", help="folder for the figures (default: plots)")
     p.set_defaults(run=plot)
 
+    # Its options are its own (persample sensitivity --help): handed over as they are.
+    commands.add_parser("sensitivity", add_help=False, help="how small a slowdown the gate catches (minutes)")
+
     p = commands.add_parser("runs", help="list stored runs, oldest first")
     p.set_defaults(run=runs)
 
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sensitivity":
+        return sensitivity.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
     except history.HistoryError as err:

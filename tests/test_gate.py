@@ -97,3 +97,34 @@ def test_unknown_saved_id(tmp_path):
 def test_history_lists_runs_oldest_first(stored_runs):
     storage = stored_runs["base"].parent.parent
     assert [p.name[:4] for p in history.stored(storage)] == ["0001", "0002", "0003"]
+
+
+def test_slowed_does_proportionally_more_work():
+    import time
+
+    from persample_core.sensitivity import slowed
+
+    def work():
+        time.sleep(0.02)
+        return "result"
+
+    start = time.perf_counter()
+    assert slowed(work, 0.5)() == "result"
+    assert 0.029 < time.perf_counter() - start < 0.06
+
+
+def test_sensitivity_counts_flagged_pairs():
+    from pathlib import Path
+
+    from persample_core.grid import Point
+    from persample_core.sensitivity import flagged_pairs
+
+    point = Point("mlp", "vmap", 64, "cpu")
+
+    def run(seed, slowdown):
+        loop = lognormal(1.0, 12, seed)
+        vmap = loop * 0.25 * (1 + slowdown) * lognormal(1.0, 12, seed + 1000, spread=0.02)
+        return history.Run(Path(f"r{seed}"), {}, "", {point: list(vmap)}, {point: list(loop)})
+
+    runs = {0.0: [run(s, 0.0) for s in range(4)], 0.2: [run(s + 10, 0.2) for s in range(4)]}
+    assert flagged_pairs(runs, threshold=0.1) == {0.0: (0, 6), 0.2: (16, 16)}
