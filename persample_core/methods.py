@@ -142,8 +142,8 @@ def vmap_compiled(model, loss_fn):
         try:
             result = compiled(inputs, targets)
         except torch._dynamo.exc.BackendCompilerFailed as err:
-            reason = str(err).strip().splitlines()[0]
-            raise MethodUnavailable(f"torch.compile cannot compile here: {reason}") from None
+            reason = " ".join(f"{type(err.inner_exception).__name__}: {err.inner_exception}".split())
+            raise MethodUnavailable(f"torch.compile cannot compile here ({err.backend_name}): {reason}") from None
         if graphs["unique_graphs"] > compiled_before:
             compute.compile_seconds += time.perf_counter() - start
         return result
