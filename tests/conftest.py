@@ -22,4 +22,19 @@ def pytest_pyfunc_call(pyfuncitem):
     try:
         return (yield)
     except MethodUnavailable as err:
-        pytest.skip(f"{err}")
+        pytest.skip(str(err))
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """At its default chunk size of 16, vmap_chunked is plain vmap at every batch size
+    tested here; chunks of 2 make it split, with an uneven last chunk at odd sizes."""
+    monkeypatch.setenv("PERSAMPLE_CHUNK_SIZE", "2")
+
+
+def check_compiled_once(method, seed, batch_size=16):
+    """vmap_compiled compiles anew for every model and batch size (2-30 s each on a
+    2-core CPU, more with a cold inductor cache), so a grid checks it at seed 0 and
+    batch size 16 only (or at seed 0 where the batch size is fixed)."""
+    if method == "vmap_compiled" and (seed, batch_size) != (0, 16):
+        pytest.skip("vmap_compiled is checked once per workload (seed 0, batch 16): every point compiles anew")
