@@ -13,7 +13,14 @@ it rather than fail.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
+import os
+import time
+import warnings
+
 import torch
+import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
 from persample_core.validate import check_batch, check_choice, check_model, checked_loss
@@ -32,11 +39,15 @@ def split_state(model):
     return trainable, fixed
 
 
+def _trainable_parameters(model):
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
 def loop(model, loss_fn):
     """One forward and backward per sample, as in the tutorial: the baseline."""
 
     def compute(inputs, targets):
-        names, params = zip(*((n, p) for n, p in model.named_parameters() if p.requires_grad))
+        names, params = zip(*_trainable_parameters(model))
         per_sample = [
             torch.autograd.grad(loss_fn(model(inputs[i : i + 1]), targets[i : i + 1]), params)
             for i in range(inputs.shape[0])
@@ -46,17 +57,22 @@ def loop(model, loss_fn):
     return compute
 
 
-def vmap_grad(model, loss_fn):
-    """``torch.func``: ``vmap(grad(loss of one sample))`` over the batch, as in the tutorial.
+def _vmapped_sample_grad(model, loss_fn, chunk_size=None):
+    """``vmap(grad(loss of one sample))`` over ``(params, fixed, inputs, targets)``, as in the tutorial.
 
     ``randomness="different"`` gives each sample its own dropout mask, which is
-    what a per-sample gradient means for a model with dropout.
+    what a per-sample gradient means for a model with dropout. ``chunk_size``
+    samples are vmapped at a time (None: all at once).
     """
 
     def sample_loss(params, fixed, x, y):
         return loss_fn(functional_call(model, (params, fixed), (x.unsqueeze(0),)), y.unsqueeze(0))
 
-    per_sample = vmap(grad(sample_loss), in_dims=(None, None, 0, 0), randomness="different")
+    return vmap(grad(sample_loss), in_dims=(None, None, 0, 0), randomness="different", chunk_size=chunk_size)
+
+
+def _on_current_state(model, per_sample):
+    """``compute`` that applies ``per_sample`` to the model's parameters as they are at each call."""
 
     def compute(inputs, targets):
         params, fixed = split_state(model)
@@ -65,9 +81,182 @@ def vmap_grad(model, loss_fn):
     return compute
 
 
+def vmap_grad(model, loss_fn, *, chunk_size: int | None = None):
+    """``torch.func``: ``vmap(grad(loss of one sample))`` over the batch, ``chunk_size`` samples at a time."""
+    return _on_current_state(model, _vmapped_sample_grad(model, loss_fn, chunk_size))
+
+
+# vmap keeps every intermediate of the whole batch alive at once; in chunks it
+# keeps ``chunk_size`` samples' worth, at the price of one pass per chunk. 16
+# bounds that memory at any batch size while each pass still multiplies 16-row
+# matrices; at batch sizes up to 16 it is plain vmap. The B x P gradients it
+# returns are not chunked: they are the output.
+DEFAULT_CHUNK_SIZE = 16
+CHUNK_SIZE_VARIABLE = "PERSAMPLE_CHUNK_SIZE"
+
+
+def chunk_size_setting() -> int:
+    """The chunk size of ``vmap_chunked``: ``$PERSAMPLE_CHUNK_SIZE``, else ``DEFAULT_CHUNK_SIZE``."""
+    value = os.environ.get(CHUNK_SIZE_VARIABLE, str(DEFAULT_CHUNK_SIZE))
+    if not value.isdecimal() or int(value) < 1:
+        raise ValueError(f"{CHUNK_SIZE_VARIABLE} must be a positive integer, got {value!r}; unset it for {DEFAULT_CHUNK_SIZE}")
+    return int(value)
+
+
+def vmap_chunked(model, loss_fn):
+    """``vmap_grad`` in chunks of ``chunk_size_setting()`` samples: less memory, more passes."""
+    return vmap_grad(model, loss_fn, chunk_size=chunk_size_setting())
+
+
+# Every compiled vmap shares one dynamo cache (that of vmap's wrapper code), and
+# each model and batch size adds an entry to it. At dynamo's default limit of 8
+# entries it silently falls back to eager, and a sweep would time eager code
+# under this method's name, so the limits are raised for the process.
+RECOMPILE_LIMIT = 1 << 16
+
+
+def compile_seconds(compute) -> float | None:
+    """Seconds ``compute`` (from ``prepare`` or a factory) has spent compiling; None if it never compiles."""
+    return getattr(inspect.unwrap(compute), "compile_seconds", None)
+
+
+def vmap_compiled(model, loss_fn):
+    """``torch.compile`` of the ``vmap_grad`` function, with static shapes.
+
+    Compilation happens in the first call at each new batch size (a new
+    shape recompiles: ``dynamic=False`` gives kernels specialised to B, which
+    is what a benchmark at fixed B should time). The wall time of the calls
+    that compiled, a single run of the compiled code included, is added up in
+    ``compute.compile_seconds``, so warm-up absorbs it and it can be reported
+    on its own.
+    """
+    import torch._dynamo  # imported here: it takes a second, and only this method needs it
+
+    for limit in ("recompile_limit", "accumulated_recompile_limit"):
+        setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT))
+    compiled = _on_current_state(model, torch.compile(_vmapped_sample_grad(model, loss_fn), dynamic=False))
+    counters = torch._dynamo.utils.counters  # looked up per call: torch._dynamo.reset() clears it
+
+    def compute(inputs, targets):
+        compiled_before, start = counters["stats"]["unique_graphs"], time.perf_counter()
+        try:
+            result = compiled(inputs, targets)
+        except torch._dynamo.exc.BackendCompilerFailed as err:
+            reason = " ".join(f"{type(err.inner_exception).__name__}: {err.inner_exception}".split())
+            raise MethodUnavailable(f"torch.compile cannot compile here ({err.backend_name}): {reason}") from None
+        if counters["stats"]["unique_graphs"] > compiled_before:
+            compute.compile_seconds += time.perf_counter() - start
+        return result
+
+    compute.compile_seconds = 0.0
+    return compute
+
+
+def _trainable_layers(model):
+    """(name, module) for every module that itself holds a trainable parameter."""
+    return [(name, m) for name, m in model.named_modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+
+
+def _summed_sample_losses(loss_fn):
+    """``sum_i loss_fn(out_i[None], y_i[None])``: the batch loss whose gradient hooks split by sample.
+
+    Hook methods take one backward of a batch loss and scale it by a known
+    reduction ("sum" or "mean"). Rather than guess how an opaque ``loss_fn``
+    reduces, the batch loss is built from the one-sample losses that define a
+    per-sample gradient, in one vmapped call, and reduced by a sum.
+    """
+    per_sample = vmap(lambda out, y: loss_fn(out.unsqueeze(0), y.unsqueeze(0)))
+    return lambda outputs, targets: per_sample(outputs, targets).sum()
+
+
+@contextlib.contextmanager
+def _grad_sample_attributes(named):
+    """Set aside the ``.grad_sample`` the parameters may already have, drop the new ones, restore the old."""
+    saved = {name: p.__dict__.pop("grad_sample") for name, p in named if "grad_sample" in p.__dict__}
+    try:
+        yield
+    finally:
+        for name, p in named:
+            p.__dict__.pop("grad_sample", None)
+            if name in saved:
+                p.grad_sample = saved[name]
+
+
+# The layers whose functional forms ExpandedWeights implements.
+EXPANDED_WEIGHTS_LAYERS = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding,
+    nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+)
+
+
+def expanded_weights(model, loss_fn):
+    """``torch.nn.utils._per_sample_grad.call_for_per_sample_grads``: one batched
+    forward and backward, with per-layer per-sample gradient rules."""
+    from torch.nn.utils._per_sample_grad import call_for_per_sample_grads
+
+    for name, layer in _trainable_layers(model):
+        if not isinstance(layer, EXPANDED_WEIGHTS_LAYERS):
+            raise MethodUnavailable(
+                f"expanded_weights does not support {type(layer).__name__} ({name}); it handles "
+                + ", ".join(cls.__name__.lstrip("_") for cls in EXPANDED_WEIGHTS_LAYERS)
+            )
+    named = _trainable_parameters(model)
+    batch_loss = _summed_sample_losses(loss_fn)
+
+    def compute(inputs, targets):
+        with _grad_sample_attributes(named):
+            # The per-sample rules return no gradient for the weights themselves: .grad stays as it was.
+            batch_loss(call_for_per_sample_grads(model, loss_reduction="sum")(inputs), targets).backward()
+            return {n: p.grad_sample for n, p in named}
+
+    return compute
+
+
+def opacus(model, loss_fn):
+    """Opacus's ``GradSampleModule``: forward and backward hooks with per-layer rules (functorch for the rest).
+
+    The hooks go on the caller's model for the duration of a call only: left
+    on, they would change every later forward and backward of that model. Adding and
+    removing them costs 0.6-1.4 ms a call on the workloads here (2-core CPU).
+    """
+    try:
+        from opacus import GradSampleModule
+    except ImportError:
+        raise MethodUnavailable("opacus is not installed; pip install 'persample-core[opacus]'") from None
+    errors = GradSampleModule.validate(model, strict=False)
+    if errors:
+        raise MethodUnavailable(f"opacus: {' '.join(str(errors[0]).split())}")
+    for name, layer in _trainable_layers(model):
+        if not layer.training:
+            raise MethodUnavailable(f"opacus records activations in training mode only, and {name} is in eval mode")
+    named = _trainable_parameters(model)
+    params = [p for _, p in named]
+    batch_loss = _summed_sample_losses(loss_fn)
+
+    def compute(inputs, targets):
+        with _grad_sample_attributes(named), warnings.catch_warnings():
+            # The first layer's inputs need no gradient, which torch warns about and Opacus expects.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            hooked = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+            try:
+                torch.autograd.grad(batch_loss(hooked(inputs), targets), params)
+                return {n: p.grad_sample for n, p in named}
+            finally:
+                hooked.cleanup()
+                for layer in model.modules():  # Opacus leaves its emptied activation lists behind
+                    if layer.__dict__.get("activations") == []:
+                        del layer.activations
+
+    return compute
+
+
 METHODS = {
     "loop": loop,
     "vmap": vmap_grad,
+    "vmap_chunked": vmap_chunked,
+    "vmap_compiled": vmap_compiled,
+    "expanded_weights": expanded_weights,
+    "opacus": opacus,
 }
 
 BASELINE = "loop"
@@ -90,6 +279,7 @@ def prepare(model, loss_fn, *, method: str = "vmap"):
             return {n: p.new_empty((0, *p.shape)) for n, p in model.named_parameters() if p.requires_grad}
         return compute(inputs, targets)
 
+    checked_compute.__wrapped__ = compute  # for compile_seconds
     return checked_compute
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from persample_core.grid import Point
-from persample_core.methods import METHODS, prepare
+from persample_core.methods import METHODS, compile_seconds, prepare
 from persample_core.reference import assert_matches_reference
 from persample_core.timing import floor, synchronized, trainable_numel
 from persample_core.workloads import make_workload
@@ -37,6 +37,12 @@ class Prepared:
     point: Point
     run: Callable[[], object]
     n_params: int
+    compute: Callable  # the prepared method, for what it reports about itself (compile time)
+
+    @property
+    def compile_seconds(self) -> float | None:
+        """Time spent compiling (in warm-up, not in ``run``); None for a method that does not compile."""
+        return compile_seconds(self.compute)
 
     @property
     def gradient_bytes(self) -> int:
@@ -62,7 +68,7 @@ def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1) -> Prepared:
     run = synchronized(functools.partial(compute, inputs, targets), point.device)
     for _ in range(warmup):
         run()
-    return Prepared(point, run, trainable_numel(model))
+    return Prepared(point, run, trainable_numel(model), compute)
 
 
 def methods_with_floor() -> list[str]:

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from persample_core import MethodUnavailable
+
 REPO = Path(__file__).resolve().parent.parent
 # A -k expression for the loop, vmap and floor points alone (benchmark ids are
 # workload-method-B<size>-device), to keep end-to-end runs of the suite short.
@@ -21,6 +23,32 @@ DEVICES = ["cpu", CUDA]
 def seed(request):
     """Fresh weights and data: each seed builds a different workload."""
     return request.param
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A method that cannot run here (an optional package missing, a layer it does not
+    support) is skipped with its reason, in every test, rather than failed."""
+    try:
+        return (yield)
+    except MethodUnavailable as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """At its default chunk size of 16, vmap_chunked is plain vmap at every batch size
+    tested here; chunks of 2 make it split, with an uneven last chunk at odd sizes.
+    Correctness tests only: the benchmarks time the default."""
+    monkeypatch.setenv("PERSAMPLE_CHUNK_SIZE", "2")
+
+
+def check_compiled_once(method, seed, batch_size=16):
+    """vmap_compiled compiles anew for every model and batch size (2-30 s each on a
+    2-core CPU, more with a cold inductor cache), so a grid checks it at seed 0 and
+    batch size 16 only (or at seed 0 where the batch size is fixed)."""
+    if method == "vmap_compiled" and (seed, batch_size) != (0, 16):
+        pytest.skip("vmap_compiled is checked once per workload (seed 0, batch 16): every point compiles anew")
 
 
 def bench(storage, *extra, slowdown=0.0):

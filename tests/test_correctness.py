@@ -13,7 +13,9 @@ from persample_core import (
     reference_grads,
 )
 from persample_core.reference import unstable_samples
-from tests.conftest import DEVICES
+from tests.conftest import DEVICES, check_compiled_once
+
+pytestmark = pytest.mark.usefixtures("small_chunks")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -21,6 +23,7 @@ from tests.conftest import DEVICES
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_matches_float64_reference_in_float32(method, workload, batch_size, device, seed):
+    check_compiled_once(method, seed, batch_size)
     comparison = assert_matches_reference(*make_workload(workload, batch_size=batch_size, device=device, seed=seed), method)
     assert comparison.errors.keys() == {n for n, _ in make_workload(workload, batch_size=1).model.named_parameters()}
     assert len(comparison.unstable) < batch_size or batch_size == 1
@@ -30,6 +33,7 @@ def test_method_matches_float64_reference_in_float32(method, workload, batch_siz
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_is_exact_in_float64_on_every_sample(method, workload, seed):
     """In float64 no kink is within rounding, so every sample is judged, at 1e-10."""
+    check_compiled_once(method, seed)
     workload = make_workload(workload, batch_size=32, dtype=torch.float64, seed=seed)
     comparison = assert_matches_reference(*workload, method)
     assert comparison.precision == "float64" and comparison.unstable == ()

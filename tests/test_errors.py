@@ -58,7 +58,7 @@ def test_batchnorm_in_training_mode(norm):
     one_line(e)
 
 
-@pytest.mark.parametrize("method", ["loop", "vmap"])
+@pytest.mark.parametrize("method", ["loop", "vmap", "expanded_weights", "opacus"])
 def test_loss_that_is_not_a_scalar(mlp, method):
     unreduced = lambda p, t: F.nll_loss(p, t, reduction="none")  # noqa: E731
     with pytest.raises(ValueError, match=r"loss_fn must return a scalar tensor for one sample, got \(1,\); reduce it") as e:

@@ -1,0 +1,177 @@
+"""What the methods beyond loop and vmap promise besides matching the reference
+(which tests/test_correctness.py checks for every method)."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import persample_core.methods as methods
+from persample_core import MethodUnavailable, compile_seconds, make_workload, per_sample_grads, prepare
+from persample_core.grid import Point
+from persample_core.suite import prepare_point
+
+pytest_plugins = ["pytester"]
+
+HOOK_METHODS = ["expanded_weights", "opacus"]
+
+
+@pytest.fixture
+def linear():
+    """The smallest model, so that each compilation takes about a second."""
+    torch.manual_seed(0)
+    return torch.nn.Linear(3, 2), F.cross_entropy, torch.randn(4, 3), torch.randint(2, (4,))
+
+
+def test_compile_time_is_counted_for_calls_that_compile_only(linear):
+    model, loss_fn, inputs, targets = linear
+    compute = prepare(model, loss_fn, method="vmap_compiled")
+    assert compile_seconds(compute) == 0.0
+    compute(inputs, targets)
+    first = compile_seconds(compute)
+    assert first > 0
+    compute(inputs, targets)
+    assert compile_seconds(compute) == first
+    compute(inputs[:3], targets[:3])  # dynamic=False: a new batch size compiles again
+    assert compile_seconds(compute) > first
+
+
+def test_compile_time_is_reported_by_the_suite_and_absent_for_other_methods():
+    compiled = prepare_point(Point("mlp", "vmap_compiled", 2, "cpu"))
+    assert compiled.compile_seconds > 0
+    assert prepare_point(Point("mlp", "vmap", 2, "cpu")).compile_seconds is None
+
+
+def test_compiler_failure_makes_the_method_unavailable(linear, monkeypatch):
+    def no_compiler(gm, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=no_compiler, **kw))
+    with pytest.raises(MethodUnavailable, match=r"torch.compile cannot compile here \(no_compiler\): RuntimeError: no C\+\+ compiler found$"):
+        per_sample_grads(*linear, method="vmap_compiled")
+
+
+def test_compiled_models_beyond_dynamos_recompile_limit_stay_compiled(linear, monkeypatch):
+    """All compiled vmaps share one dynamo cache; at its limit (8 by default, 1
+    here to keep the test short) dynamo would silently run the next model eagerly."""
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    model, loss_fn, inputs, targets = linear
+    for batch_size in (1, 2):
+        compute = prepare(model, loss_fn, method="vmap_compiled")
+        compute(inputs[:batch_size], targets[:batch_size])
+        assert compile_seconds(compute) > 0, batch_size
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7])
+def test_chunks_give_the_same_gradients_in_ceil_b_over_c_passes(chunk_size, monkeypatch):
+    model, loss_fn, inputs, targets = make_workload("mlp", batch_size=7, dtype=torch.float64)
+    passes = []
+
+    def counting_loss(predictions, targets):
+        passes.append(predictions.shape)  # vmap traces the loss once per chunk
+        return loss_fn(predictions, targets)
+
+    monkeypatch.setenv("PERSAMPLE_CHUNK_SIZE", str(chunk_size))
+    chunked = per_sample_grads(model, counting_loss, inputs, targets, method="vmap_chunked")
+    assert len(passes) == -(-7 // chunk_size)
+    whole = per_sample_grads(model, loss_fn, inputs, targets, method="vmap")
+    for name, grads in whole.items():
+        torch.testing.assert_close(chunked[name], grads, rtol=1e-12, atol=1e-14)
+
+
+def test_default_chunk_size_is_used_without_the_variable(monkeypatch):
+    monkeypatch.delenv("PERSAMPLE_CHUNK_SIZE")
+    assert methods.chunk_size_setting() == methods.DEFAULT_CHUNK_SIZE == 16
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "abc", "2.5"])
+def test_bad_chunk_size_names_the_variable(value, monkeypatch):
+    monkeypatch.setenv("PERSAMPLE_CHUNK_SIZE", value)
+    with pytest.raises(ValueError, match=f"PERSAMPLE_CHUNK_SIZE must be a positive integer, got '{value}'; unset it for 16"):
+        per_sample_grads(*make_workload("mlp", batch_size=2), method="vmap_chunked")
+
+
+def _state(model):
+    """Everything a method could leave behind on the model: attributes, hooks, grads."""
+    return (
+        [(name, sorted(vars(p)), p.grad) for name, p in model.named_parameters()],
+        [(name, sorted(vars(m))) for name, m in model.named_modules()],
+        [(name, dict(m._forward_hooks), dict(m._backward_hooks)) for name, m in model.named_modules()],
+    )
+
+
+@pytest.mark.parametrize("method", HOOK_METHODS)
+def test_hook_methods_leave_no_attributes_hooks_or_grads_behind(method):
+    model, loss_fn, inputs, targets = make_workload("simple_cnn", batch_size=3)
+    model.fc2.bias.grad = torch.ones(10)
+    before = _state(model)
+    per_sample_grads(model, loss_fn, inputs, targets, method=method)
+    assert _state(model) == before
+
+
+@pytest.mark.parametrize("method", HOOK_METHODS)
+def test_hook_methods_keep_an_existing_grad_sample(method):
+    model, loss_fn, inputs, targets = make_workload("mlp", batch_size=3)
+    mine = torch.zeros(1)
+    model.net[0].weight.grad_sample = mine
+    grads = per_sample_grads(model, loss_fn, inputs, targets, method=method)
+    assert model.net[0].weight.grad_sample is mine and grads["net.0.weight"].shape == (3, 512, 256)
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [
+        lambda out, y: F.nll_loss(out, y, reduction="sum"),
+        lambda out, y: F.nll_loss(out, y) ** 2,  # of a batch: the squared mean, neither a sum nor a mean of samples
+    ],
+    ids=["sum", "squared_mean"],
+)
+@pytest.mark.parametrize("method", HOOK_METHODS)
+def test_hook_methods_take_the_loss_of_each_sample_alone(method, loss_fn):
+    """Hooks scale by a batch loss's reduction; per-sample gradients are those of
+    ``loss_fn`` on one sample, whatever ``loss_fn`` does with a batch."""
+    model, _, inputs, targets = make_workload("mlp", batch_size=5)
+    hooks = per_sample_grads(model, loss_fn, inputs, targets, method=method)
+    loop = per_sample_grads(model, loss_fn, inputs, targets, method="loop")
+    for name, grads in loop.items():
+        torch.testing.assert_close(hooks[name], grads, rtol=1e-4, atol=1e-6)
+
+
+def test_expanded_weights_names_an_unsupported_layer():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.PReLU(), torch.nn.Linear(3, 2))
+    with pytest.raises(MethodUnavailable, match=r"expanded_weights does not support PReLU \(1\); it handles Linear, Conv1d"):
+        per_sample_grads(model, F.cross_entropy, torch.randn(2, 4), torch.zeros(2, dtype=torch.long), method="expanded_weights")
+
+
+def test_opacus_names_a_layer_with_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).eval()
+    with pytest.raises(MethodUnavailable, match=r"opacus: .*\(1:BatchNorm1d\(3"):
+        per_sample_grads(model, F.cross_entropy, torch.randn(2, 4), torch.zeros(2, dtype=torch.long), method="opacus")
+
+
+def test_opacus_refuses_a_model_in_eval_mode():
+    """Opacus records activations in training mode only: in eval mode it would return no gradients."""
+    model, loss_fn, inputs, targets = make_workload("mlp", batch_size=2)
+    with pytest.raises(MethodUnavailable, match="opacus records activations in training mode only, and net.0 is in eval mode"):
+        per_sample_grads(model.eval(), loss_fn, inputs, targets, method="opacus")
+
+
+def test_without_opacus_its_tests_are_skipped_with_the_install_hint(pytester):
+    pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
+    pytester.makepyfile(
+        """
+        import sys
+        from persample_core import make_workload, per_sample_grads
+
+        def test_opacus(monkeypatch):
+            monkeypatch.setitem(sys.modules, "opacus", None)  # import opacus now raises ImportError
+            per_sample_grads(*make_workload("mlp", batch_size=2), method="opacus")
+        """
+    )
+    result = pytester.runpytest_inprocess("-rs", f"--rootdir={pytester.path}")
+    result.assert_outcomes(skipped=1)
+    result.stdout.re_match_lines([r"SKIPPED .*: opacus is not installed; pip install 'persample-core\[opacus\]'$"])
