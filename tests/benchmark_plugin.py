@@ -88,3 +88,8 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section(f"persample summary ({config.getoption('sweep')} sweep, "
                                  f"{torch.get_num_threads()} threads)")
         terminalreporter.write_line(summary_table(medians, _memory(config)))
+        compiled = {point: bench.extra_info["compile_seconds"] for point, bench in config.stash[RECORDS].items()
+                    if bench.extra_info.get("compile_seconds")}
+        if compiled:
+            terminalreporter.write_line("\ncompile time, spent in warm-up and kept out of the medians: " + ", ".join(
+                f"{point.id} {seconds:.1f} s" for point, seconds in sorted(compiled.items())))

@@ -67,7 +67,7 @@ def test_point(benchmark, point, request):
     benchmark.extra_info.update(
         workload=point.workload, method=point.method, batch_size=point.batch_size, device=point.device,
         dtype="float32", threads=torch.get_num_threads(), n_params=prepared.n_params,
-        gradient_bytes=prepared.gradient_bytes,
+        gradient_bytes=prepared.gradient_bytes, compile_seconds=prepared.compile_seconds,
     )
     if point.method in INTERLEAVED:
         interleaved_with_baseline(benchmark, prepared, point, request.config)

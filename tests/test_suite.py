@@ -117,6 +117,7 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
                 "peak_memory_bytes", "memory_vs_minimum"):
         assert vmap["extra_info"][key] is not None, key
     assert len(vmap["extra_info"]["baseline_rounds"]) == len(vmap["stats"]["data"]) >= 5
+    assert vmap["extra_info"]["compile_seconds"] is None  # recorded for every point, set where a method compiles
     assert vmap["extra_info"]["speedup_over_loop"] == pytest.approx(
         by_method["loop"]["stats"]["median"] / vmap["stats"]["median"])
 
