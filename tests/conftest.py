@@ -72,7 +72,7 @@ def persample(*args):
 @pytest.fixture(scope="session")
 def stored_runs(tmp_path_factory):
     storage = tmp_path_factory.mktemp("benchmarks")
-    return {"base": bench(storage), "rerun": bench(storage), "slowed": bench(storage, slowdown=0.5)}
+    return {"base": bench(storage), "rerun": bench(storage), "slowed": bench(storage, slowdown=1.0)}
 
 
 pytest_plugins = ["tests.benchmark_plugin"]
