@@ -51,7 +51,9 @@ CHROMIUM = [
     "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--window-size=1280,900", "--virtual-time-budget=15000",
 ]
-GRAPH = "index.html#per_sample_grads.RatioToBaseline.track_time_over_baseline"
+# The graph of the gated points: by default the page would show only the first batch size.
+GRAPH = ("index.html#per_sample_grads.RatioToBaseline.track_time_over_baseline"
+         "?p-batch_size=64&p-method=%27vmap%27&p-device=%27cpu%27")
 # A same-origin page around the graph that counts the coloured pixels flot drew on its canvas:
 # grid and axes are grey, the legend is HTML, so coloured canvas pixels are the data.
 PIXEL_PROBE = """<!doctype html><html><body>
