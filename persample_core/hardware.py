@@ -37,6 +37,19 @@ def _nvidia_driver() -> str | None:
     return out.splitlines()[0].strip() if out.strip() else None
 
 
+def gpu_name() -> str | None:
+    """Name of the first CUDA device, with the count where there are several; None without CUDA.
+
+    Initialises CUDA: call it from a tool's own process, never where a
+    benchmark process will be forked afterwards (asv).
+    """
+    if not torch.cuda.is_available():
+        return None
+    count = torch.cuda.device_count()
+    name = torch.cuda.get_device_name(0)
+    return name if count == 1 else f"{count} x {name}"
+
+
 def machine_info() -> dict:
     """CPU, GPU, software versions and numerics settings of this process.
 

@@ -1,0 +1,115 @@
+"""What every benchmark here shares: today's grid as params, and a setup that skips, saying why.
+
+Device handling lives here once. Nothing here touches CUDA at import: asv
+imports this suite to discover it and, with ``--launch-method forkserver``,
+forks every benchmark from the process that imported it, and a child forked
+after CUDA was initialised cannot use CUDA.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from asv_runner.benchmarks.mark import SkipNotImplemented
+
+# asv installs persample_core from the commit under test, which may predate any
+# of these names; then every point skips with the reason instead of the whole
+# suite failing to import.
+try:
+    from persample_core.grid import Point, current_sweep, in_sweep
+    from persample_core.methods import BASELINE, MethodUnavailable
+    from persample_core.suite import prepare_point
+    from persample_core.timing import interleaved, is_out_of_memory
+except ImportError as err:
+    MISSING: ImportError | None = err
+else:
+    MISSING = None
+
+REPO = Path(__file__).resolve().parents[1]
+AXES_SCRIPT = "import json; from persample_core.grid import axes; print(json.dumps(axes()))"
+
+
+def todays_axes() -> dict[str, list]:
+    """The grid's axes as the source tree beside this suite defines them, whatever commit is installed.
+
+    asv discovers params once, at the newest commit, then re-imports this suite
+    for every run, with the commit under test installed, and passes it a
+    parameter combination by index. Params read from the installed package
+    would shift those indices in any commit that has fewer methods or
+    workloads, and results would be stored under the wrong names. So the
+    params are today's ``persample_core.grid.axes()``, computed in a child
+    process started in the source tree, and cached under ``.asv/`` keyed by
+    the source and the sweep, so that not every benchmark process pays for it.
+    """
+    source = b"".join(path.read_bytes() for path in sorted((REPO / "persample_core").glob("*.py")))
+    key = hashlib.sha256(os.environ.get("PERSAMPLE_SWEEP", "").encode() + source).hexdigest()[:16]
+    cache = REPO / ".asv" / f"axes-{key}.json"
+    if not cache.exists():
+        child = subprocess.run([sys.executable, "-c", AXES_SCRIPT], cwd=REPO, capture_output=True, text=True)
+        if child.returncode != 0:
+            raise RuntimeError(f"reading the grid from {REPO / 'persample_core'} failed:\n{child.stderr}")
+        cache.parent.mkdir(exist_ok=True)
+        partial = cache.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(child.stdout)
+        partial.replace(cache)
+    return json.loads(cache.read_text())
+
+
+AXES = todays_axes()
+
+
+@functools.lru_cache(maxsize=2)
+def prepared(point):
+    """``prepare_point``, once per process for a point and its baseline.
+
+    asv re-runs ``setup`` before every timing sample (asv#966); a point's
+    calls leave no state behind, so building and checking it again would only
+    cost time.
+    """
+    return prepare_point(point)
+
+
+def require():
+    """Skip, saying why, where the installed persample_core lacks a name imported above."""
+    if MISSING is not None:
+        raise SkipNotImplemented(f"this commit's persample_core lacks what the suite needs: {MISSING}")
+
+
+class PointBenchmark:
+    """One point of the grid per parameter combination; ``setup`` prepares it as ``self.prepared``."""
+
+    param_names = list(AXES)
+    params = list(AXES.values())
+
+    @staticmethod
+    def on(*devices):
+        """Today's axes with the device axis cut to ``devices``: params for a device-specific class."""
+        return [[d for d in values if d in devices] if name == "device" else values for name, values in AXES.items()]
+
+    def setup(self, workload, method, batch_size, device):
+        self.prepared = self.prepare(workload, method, batch_size, device)
+
+    @staticmethod
+    def prepare(workload, method, batch_size, device):
+        require()
+        point = Point(workload, method, batch_size, device)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise SkipNotImplemented("CUDA is not available on this machine")
+        if not in_sweep(point):
+            raise SkipNotImplemented(f"{point.id} is not in this commit's {current_sweep()!r} sweep")
+        try:
+            return prepared(point)
+        except MethodUnavailable as err:
+            raise SkipNotImplemented(f"{point.id}: {err}") from err
+        except (ImportError, AttributeError) as err:
+            raise SkipNotImplemented(f"this commit's persample_core lacks what {point.id} needs: {err}") from err
+        except (RuntimeError, MemoryError) as err:
+            if is_out_of_memory(err):
+                raise SkipNotImplemented(f"{point.id} runs out of memory: {err}") from err
+            raise

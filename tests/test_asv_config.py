@@ -1,0 +1,46 @@
+"""asv.conf.json: every key is one asv knows, and the settings the suite depends on hold."""
+from pathlib import Path
+
+import pytest
+
+asv_config = pytest.importorskip("asv.config", reason="asv is not installed; pip install -e '.[asv]'")
+from asv.util import load_json  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[1] / "asv.conf.json"
+
+
+@pytest.fixture(scope="module")
+def conf():
+    # asv's own loader: the file may hold // comments, which json.loads refuses.
+    return asv_config.Config.load(str(CONF))
+
+
+def test_every_key_is_one_asv_knows(conf):
+    # asv copies the file's keys onto a Config without looking at them; the ones it reads are
+    # its defaults, plus the format version and the build cache size it reads with getattr.
+    known = set(vars(asv_config.Config())) | {"version", "build_cache_size"}
+    written = set(load_json(str(CONF), js_comments=True))
+    assert written <= known, f"keys asv would silently ignore: {sorted(written - known)}"
+
+
+def test_torch_is_pinned_to_the_ci_build(conf):
+    assert conf.matrix == {"req": {"torch": ["2.13.0"]}}
+
+
+def test_builds_exactly_one_wheel(conf):
+    # {wheel_file} must name one wheel: `pip wheel` would also drop torch's wheel in the cache.
+    assert conf.build_command == ["python -m build --wheel -o {build_cache_dir} {build_dir}"]
+
+
+def test_everything_asv_writes_is_under_dot_asv_and_git_ignored(conf):
+    for path in (conf.env_dir, conf.results_dir, conf.html_dir):
+        assert Path(path).parts[0] == ".asv", path
+    ignored = (CONF.parent / ".gitignore").read_text().split()
+    assert ".asv/" in ignored
+
+
+def test_default_timeout_fits_the_largest_point(conf):
+    # simple_cnn's loop at B=1024 (full sweep) takes ~30 s a call on a busy 2-core CPU, and the
+    # ratio benchmark times it and vmap for several rounds in one process.
+    assert conf.default_benchmark_timeout >= 300
+

@@ -1,0 +1,151 @@
+"""The asv suite in benchmarks/: what asv discovers, and why a point skips instead of failing."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("asv_runner", reason="asv is not installed; pip install -e '.[asv]'")
+from asv_runner.benchmarks.mark import SkipNotImplemented  # noqa: E402
+from asv_runner.discovery import disc_benchmarks  # noqa: E402
+
+from persample_core import methods  # noqa: E402
+from persample_core.grid import axes  # noqa: E402
+from persample_core.methods import MethodUnavailable  # noqa: E402
+from persample_core.reference import ReferenceMismatch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks import common  # noqa: E402
+from benchmarks.per_sample_grads import RatioToBaseline, Time  # noqa: E402
+from tools.asv_machine import machine_entry  # noqa: E402
+
+CPU_POINT = ("mlp", "vmap", 1, "cpu")
+
+
+def forget_suite():
+    for name in [n for n in sys.modules if n == "benchmarks" or n.startswith("benchmarks.")]:
+        del sys.modules[name]
+
+
+def test_discovery_finds_every_benchmark_without_touching_cuda(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("CUDA touched at import or discovery: forked benchmark processes could not use it")
+
+    for name in ("_lazy_init", "init", "is_available", "device_count"):
+        monkeypatch.setattr(torch.cuda, name, refuse)
+    forget_suite()
+    found = {b.name for b in disc_benchmarks(str(REPO / "benchmarks"))}
+    assert found == {
+        "per_sample_grads.Time.time_per_sample_grads",
+        "per_sample_grads.PeakMemory.peakmem_per_sample_grads",
+        "per_sample_grads.CudaPeakMemory.track_cuda_peak_memory",
+        "per_sample_grads.RatioToBaseline.track_time_over_baseline",
+    }
+
+
+def test_params_are_todays_grid_whatever_package_is_installed(monkeypatch):
+    # asv picks a combination by index; an installed commit with other methods must not shift them.
+    todays = json.loads(json.dumps(list(axes().values())))
+    monkeypatch.setitem(methods.METHODS, "from_another_commit", methods.vmap_grad)
+    forget_suite()
+    suite = importlib.import_module("benchmarks.common")
+    assert suite.PointBenchmark.params == todays
+    assert suite.PointBenchmark.param_names == ["workload", "method", "batch_size", "device"]
+
+
+def test_device_specific_params_keep_the_other_axes():
+    params = common.PointBenchmark.on("cpu")
+    assert params[3] == ["cpu"]
+    assert params[:3] == common.PointBenchmark.params[:3]
+
+
+def skip_reason(setup, *point):
+    with pytest.raises(SkipNotImplemented) as skipped:
+        setup(*point)
+    return str(skipped.value)
+
+
+def test_a_point_outside_the_sweep_skips():
+    assert "not in this commit's 'quick' sweep" in skip_reason(Time().setup, "mlp", "vmap", 8, "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")
+def test_cuda_points_skip_without_cuda():
+    assert "CUDA is not available" in skip_reason(Time().setup, "mlp", "vmap", 1, "cuda")
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (MethodUnavailable("needs opacus"), "needs opacus"),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory"), "runs out of memory"),
+        (AttributeError("'Prepared' object has no attribute 'run'"), "lacks what mlp-vmap-B1-cpu needs"),
+    ],
+)
+def test_what_a_commit_cannot_run_skips_with_the_reason(monkeypatch, error, reason):
+    def prepare_point(point):
+        raise error
+
+    monkeypatch.setattr(common, "prepare_point", prepare_point)
+    common.prepared.cache_clear()
+    assert reason in skip_reason(Time().setup, *CPU_POINT)
+
+
+def test_a_wrong_method_fails_rather_than_skips(monkeypatch):
+    def prepare_point(point):
+        raise ReferenceMismatch("vmap differs from the float64 reference")
+
+    monkeypatch.setattr(common, "prepare_point", prepare_point)
+    common.prepared.cache_clear()
+    with pytest.raises(ReferenceMismatch):
+        Time().setup(*CPU_POINT)
+
+
+def test_a_commit_lacking_part_of_the_api_skips_every_point(monkeypatch):
+    monkeypatch.setattr(common, "MISSING", ImportError("cannot import name 'in_sweep'"))
+    assert "lacks what the suite needs: cannot import name 'in_sweep'" in skip_reason(Time().setup, *CPU_POINT)
+    assert "in_sweep" in skip_reason(RatioToBaseline().setup, *CPU_POINT)
+
+
+def test_the_baseline_has_no_ratio_to_itself():
+    assert "is the baseline" in skip_reason(RatioToBaseline().setup, "mlp", "loop", 1, "cpu")
+
+
+def ratio(*point):
+    common.prepared.cache_clear()
+    bench = RatioToBaseline()
+    bench.setup(*point)
+    return bench.track_time_over_baseline(*point)
+
+
+def test_the_ratio_rises_when_the_method_slows_down(monkeypatch):
+    before = ratio(*CPU_POINT)
+    fast = methods.METHODS["vmap"]
+
+    def three_times_slower(model, loss_fn):
+        compute = fast(model, loss_fn)
+
+        def slowed(inputs, targets):
+            compute(inputs, targets)
+            compute(inputs, targets)
+            return compute(inputs, targets)
+
+        return slowed
+
+    monkeypatch.setitem(methods.METHODS, "vmap", three_times_slower)
+    assert ratio(*CPU_POINT) > 2 * before > 0
+
+
+def test_the_machine_is_named_after_its_gpu():
+    entry = machine_entry("NVIDIA H100 80GB HBM3")
+    assert entry["machine"].endswith("-nvidia-h100-80gb-hbm3")
+    assert entry["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert {"cpu", "os", "ram"} <= set(entry)
+
+
+def test_a_machine_without_cuda_says_so():
+    entry = machine_entry(None)
+    assert entry["machine"].endswith("-cpu") and entry["gpu"] == "none"
