@@ -13,6 +13,7 @@ from asv_runner.discovery import disc_benchmarks  # noqa: E402
 
 from persample_core import methods  # noqa: E402
 from persample_core.grid import axes  # noqa: E402
+from persample_core.sensitivity import slowed  # noqa: E402
 from persample_core.methods import MethodUnavailable  # noqa: E402
 from persample_core.reference import ReferenceMismatch  # noqa: E402
 
@@ -124,18 +125,7 @@ def ratio(*point):
 def test_the_ratio_rises_when_the_method_slows_down(monkeypatch):
     before = ratio(*CPU_POINT)
     fast = methods.METHODS["vmap"]
-
-    def three_times_slower(model, loss_fn):
-        compute = fast(model, loss_fn)
-
-        def slowed(inputs, targets):
-            compute(inputs, targets)
-            compute(inputs, targets)
-            return compute(inputs, targets)
-
-        return slowed
-
-    monkeypatch.setitem(methods.METHODS, "vmap", three_times_slower)
+    monkeypatch.setitem(methods.METHODS, "vmap", lambda model, loss_fn: slowed(fast(model, loss_fn), 2.0))
     assert ratio(*CPU_POINT) > 2 * before > 0
 
 
