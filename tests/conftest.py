@@ -52,12 +52,18 @@ def check_compiled_once(method, seed, batch_size=16):
 
 
 def bench(storage, *extra, slowdown=0.0):
-    """One real, stored run of a small grid: mlp at B=64, loop and vmap (interleaved) and the floor."""
+    """One real, stored run of a small grid: mlp at B=64, loop and vmap (interleaved) and the floor.
+
+    One torch thread: on a shared 2-core machine, two threads get descheduled
+    inside the loop's many small parallel regions and its time swings by
+    tens of percent between runs; one thread keeps unchanged reruns steady.
+    """
     env = {**os.environ, "PERSAMPLE_TEST_SLOWDOWN": str(slowdown)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "-p", "tests.slowdown_plugin",
          "-p", "no:cacheprovider", "--benchmark-only", "-k", f"mlp and B64- and cpu and {CORE_METHODS}",
-         "--benchmark-autosave", "--benchmark-min-rounds=12", f"--benchmark-storage=file://{storage}", "-q", *extra],
+         "--benchmark-autosave", "--benchmark-min-rounds=12", "--threads=1", f"--benchmark-storage=file://{storage}",
+         "-q", *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return sorted(Path(storage).glob("*/*.json"))[-1]
