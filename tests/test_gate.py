@@ -41,7 +41,12 @@ def test_gate_flags_a_real_injected_slowdown(stored_runs):
 
 
 def test_gate_passes_an_unchanged_rerun(stored_runs):
-    code, out = persample("compare", stored_runs["base"], stored_runs["rerun"])
+    """Two processes running the same code, seconds apart, at a threshold above this
+    machine's run-to-run noise: on CI's shared 2 cores, unchanged runs of this point
+    differed by up to 22% in vmap's time and 19% in the speedup (measured), which
+    the rounds of one run cannot see. The default 10% is for quieter machines."""
+    code, out = persample("compare", stored_runs["base"], stored_runs["rerun"],
+                          "--threshold-ratio", "0.3", "--threshold-time", "0.3")
     assert code == cli.OK, out
     assert "0 regression(s) in 3 common point(s)" in out
 
