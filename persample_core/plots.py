@@ -16,6 +16,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from persample_core.methods import METHODS
 from persample_core.report import derive
 from persample_core.suite import FLOOR
 
@@ -48,13 +49,19 @@ def _series(figures: dict, key: str, label=lambda point: point.method):
     return series
 
 
+def _color(method: str) -> str:
+    """One colour per method in every figure (matplotlib's cycle, in registry order)."""
+    names = [*METHODS, FLOOR]
+    return f"C{names.index(method) % 10}" if method in names else "k"
+
+
 def _panels(plt, series, title, ylabel, *, logy=True, dashed=(FLOOR,), reference=None):
     panels = sorted(series)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7, 5 * len(panels)), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         for method, xy in sorted(series[panel].items()):
             xs, ys = zip(*xy)
-            ax.plot(xs, ys, "--x" if method in dashed else "-o", label=method, markersize=4)
+            ax.plot(xs, ys, "--x" if method in dashed else "-o", label=method, markersize=4, color=_color(method))
         if reference and reference.get(panel):
             ax.plot(*zip(*sorted(next(iter(reference[panel].values())))), "k:", label="B x P gradients")
         ax.set_xscale("log", base=2)
@@ -63,7 +70,7 @@ def _panels(plt, series, title, ylabel, *, logy=True, dashed=(FLOOR,), reference
         ax.set(title=f"{panel[0]} on {panel[1]}", xlabel="batch size", ylabel=ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -84,7 +91,8 @@ def sweep_figures(run, out: Path) -> list[Path]:
                             "seconds per sample"), out, "time_per_sample")
     written += _save(_panels(plt, _series(figures, "speedup_over_loop"), f"speedup over loop, {label}",
                              "x faster than loop"), out, "speedup")
-    peaks = _series(figures, "peak_memory_bytes")
+    # The floor writes into a buffer kept from its warm-up: its peak is not a method's.
+    peaks = _series({p: f for p, f in figures.items() if p.method != FLOOR}, "peak_memory_bytes")
     if peaks:
         minimum = _series({p: f for p, f in figures.items() if p.method == FLOOR}, "gradient_bytes")
         written += _save(_panels(plt, peaks, f"peak memory of one call, {label}", "bytes", reference=minimum),
