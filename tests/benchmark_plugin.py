@@ -17,12 +17,13 @@ from persample_core.report import derive, summary_table
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 RECORDS = pytest.StashKey[dict]()
+MACHINE = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("persample")
     group.addoption("--sweep", choices=SWEEPS, default=os.environ.get("PERSAMPLE_SWEEP", "quick"),
-                    help="quick (default, ~2 min on a 2-core CPU) or full (larger batches, more rounds)")
+                    help="quick (default, ~5 min on a 2-core CPU) or full (larger batches, more rounds)")
     group.addoption("--threads", type=int, default=None,
                     help="torch intra-op threads for the timed code (default: torch's own choice)")
 
@@ -40,8 +41,10 @@ def pytest_configure(config):
     # Runs are stored with their raw rounds (the gate tests on them) and per
     # hardware: pytest-benchmark's own folder name ignores the CPU model and GPU.
     config.option.benchmark_save_data = True
+    info = hardware.machine_info()
+    config.stash[MACHINE] = {**info, "hardware_id": hardware.hardware_id(info)}
     if config.option.benchmark_storage == DEFAULT_STORAGE:
-        config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{hardware.hardware_id(hardware.machine_info())}"
+        config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{config.stash[MACHINE]['hardware_id']}"
     # The sweep sets rounds and time per point unless given on the command line
     # (pytest-benchmark's defaults are the quick sweep's).
     min_rounds, max_time = ROUNDS[config.getoption("sweep")]
@@ -53,8 +56,7 @@ def pytest_configure(config):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    info = hardware.machine_info()
-    machine_info["persample"] = {**info, "hardware_id": hardware.hardware_id(info)}
+    machine_info["persample"] = config.stash[MACHINE]
 
 
 def record(config, point, benchmark):
