@@ -3,7 +3,8 @@
 Correctness comes first: a method is checked against the float64 reference on
 fresh random inputs (its own seed, not the timed batch) once per workload,
 method and device, before any of its points is timed. Then the point is built,
-its callable made to synchronise on CUDA, and warmed up.
+its callable made to synchronise on CUDA, and warmed up, on a heap that keeps
+freed memory (``memory.keep_freed_memory``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from persample_core.grid import Point
+from persample_core.memory import keep_freed_memory
 from persample_core.methods import METHODS, compile_seconds, prepare
 from persample_core.reference import assert_matches_reference
 from persample_core.timing import floor, synchronized, trainable_numel
@@ -56,6 +58,7 @@ def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1) -> Prepared:
     Raises MethodUnavailable for a method that cannot run here, and lets an
     out-of-memory error through for the suite to turn into a skip.
     """
+    keep_freed_memory()
     if point.method != FLOOR:
         check_method(point.workload, point.method, point.device)
     model, loss_fn, inputs, targets = make_workload(
