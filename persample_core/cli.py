@@ -1,9 +1,9 @@
 """The ``persample`` command: compare stored runs, list and plot them, measure the gate.
 
 Exit codes of ``persample compare``: 0 no regression, 1 regression,
-2 unusable input (missing, corrupt or unknown run), 3 no baseline yet (the
-first run on new hardware: normal, not a failure), 4 runs from different
-hardware.
+2 unusable input (missing, corrupt or unknown run, or two runs timed with
+different threads or clocks), 3 no baseline yet (the first run on new
+hardware: normal, not a failure), 4 runs from different hardware.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from persample_core import history, sensitivity
-from persample_core.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS, compare_runs, format_changes
+from persample_core.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, compare_runs, format_changes
 
 OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
 EXIT_CODES = {history.NoBaseline: NO_BASELINE, history.HardwareMismatch: OTHER_HARDWARE, history.HistoryError: BAD_INPUT}
@@ -37,14 +37,26 @@ def compare(args) -> int:
         previous, newest = history.latest_two(args.storage, _this_hardware())
         paths = (history.resolve(args.baseline, args.storage), newest) if args.baseline else (previous, newest)
     baseline, candidate = (history.load(path) for path in paths)
-    history.check_same_hardware(baseline, candidate)
-    changes = compare_runs(baseline, candidate, alpha=args.alpha,
+    history.check_comparable(baseline, candidate)
+    earlier, unreadable = history.preceding(baseline, candidate)
+    changes = compare_runs(baseline, candidate, alpha=args.alpha, history=earlier,
                            thresholds={"ratio": args.threshold_ratio, "time": args.threshold_time})
     regressions = [c for c in changes if c.regressed]
     print(f"baseline  {baseline.path} (commit {baseline.commit[:10]})")
     print(f"candidate {candidate.path} (commit {candidate.commit[:10]})")
-    print(f"hardware  {baseline.machine.get('hardware_id')}; change: + is slower; regression: p < {args.alpha} "
-          f"and the interval reaches {args.threshold_ratio:.0%} (speedup) / {args.threshold_time:.0%} (time)\n")
+    print(f"hardware  {baseline.machine.get('hardware_id')}, {baseline.machine.get('torch_threads')} torch thread(s), "
+          f"{baseline.machine.get('timer', 'wall')} clock")
+    print(f"change: + is slower; regression: p < {args.alpha} "
+          f"and the interval reaches {args.threshold_ratio:.0%} (speedup) / {args.threshold_time:.0%} (time)")
+    if len(earlier) >= MIN_HISTORY:
+        print(f"noise between runs ('run to run'): from the {len(earlier)} runs stored up to the baseline")
+    else:
+        print(f"noise between runs: not known yet ({len(earlier)} comparable run(s) stored up to the baseline, "
+              f"{MIN_HISTORY} needed); verdicts rest on the rounds alone, so a shift between runs can pass for a "
+              "regression: rerun a flagged point")
+    if unreadable:
+        print(f"left out of the noise estimate, unreadable: {', '.join(str(path) for path in unreadable)}")
+    print()
     print(format_changes(changes))
     common = len({c.point for c in changes})
     print(f"\n{len(regressions)} regression(s) in {common} common point(s)"

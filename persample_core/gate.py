@@ -7,11 +7,23 @@ Two metrics per point, each on raw samples:
   machine cancels; otherwise each round is divided by the run's loop median.
 - ``time``: the method's own seconds per call.
 
-A point regresses only if the slowdown is statistically significant
-(one-sided Mann-Whitney U on the rounds, p < alpha) **and** its 95% bootstrap
-interval reaches the threshold, i.e. a slowdown of threshold size cannot be
-ruled out. A significant 2% drift does not fire; a slowdown measured at 10%
-against a 10% threshold does.
+A point regresses only if the slowdown is statistically significant **and**
+its 95% interval reaches the threshold, i.e. a slowdown of threshold size
+cannot be ruled out. A significant 2% drift does not fire; a slowdown measured
+at 10% against a 10% threshold does.
+
+Significant means against two kinds of noise, both:
+
+- within the runs: one-sided Mann-Whitney U on the rounds (p < alpha), with a
+  bootstrap interval of the change of the medians;
+- between runs: two processes of unchanged code differ by more than their
+  rounds say (on this project's shared machine, 2-8% in the speedup). That
+  spread is estimated from the runs stored before the candidate on the same
+  hardware and settings (at least ``MIN_HISTORY``): the median successive
+  difference of their log medians, a robust estimate that a few real changes
+  in the history hardly move. With it, the change is a z-score against the
+  spread. With fewer stored runs the rounds are all there is, and the output
+  says so.
 """
 from __future__ import annotations
 
@@ -25,6 +37,7 @@ from persample_core.report import render
 from persample_core.suite import FLOOR
 
 METRICS = ("ratio", "time")
+MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
 
@@ -42,6 +55,7 @@ class Change:
     high: float
     p_value: float
     regressed: bool
+    noise: float | None = None  # standard deviation of the log change between two unchanged runs
 
 
 def ratio_samples(run, point) -> np.ndarray | None:
@@ -59,8 +73,36 @@ def _median_ratio(before, after, axis=-1):
     return np.median(after, axis=axis) / np.median(before, axis=axis) - 1
 
 
-def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_ALPHA, seed: int = 0):
-    """(change, low, high, p, regressed) for two sets of rounds where larger is worse."""
+def _series(run, point) -> dict:
+    """The samples each metric is tested on at ``point``; None where a metric does not apply."""
+    return {"ratio": ratio_samples(run, point), "time": run.samples.get(point)}
+
+
+def noise_between_runs(history) -> dict:
+    """``{(point, metric): spread}``: how far apart two unchanged runs lie, from runs stored in order.
+
+    The spread is the standard deviation of the log change between two runs:
+    1.4826 x the median absolute difference of successive runs' log medians.
+    Only where at least ``MIN_HISTORY`` runs have the point.
+    """
+    values = {}
+    for run in history:
+        for point in run.samples:
+            for metric, samples in _series(run, point).items():
+                if samples is not None:
+                    values.setdefault((point, metric), []).append(np.log(np.median(samples)))
+    return {key: 1.4826 * float(np.median(np.abs(np.diff(logs)))) for key, logs in values.items()
+            if len(logs) >= MIN_HISTORY}
+
+
+def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_ALPHA, noise: float | None = None,
+                    seed: int = 0):
+    """(change, low, high, p, regressed) for two sets of rounds where larger is worse.
+
+    ``noise``: the spread between unchanged runs (``noise_between_runs``);
+    then the change must be significant against it as well, and the interval
+    is the wider of the two.
+    """
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     change = float(_median_ratio(before, after))
     p_value = float(stats.mannwhitneyu(after, before, alternative="greater").pvalue)
@@ -70,24 +112,31 @@ def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_A
         low, high = float(interval.low), float(interval.high)
     else:
         low = high = change
+    if noise:
+        shift = np.log1p(change)
+        p_value = max(p_value, float(stats.norm.sf(shift / noise)))
+        low, high = min(low, float(np.expm1(shift - 1.96 * noise))), max(high, float(np.expm1(shift + 1.96 * noise)))
     return change, low, high, p_value, bool(p_value < alpha and high >= threshold)
 
 
-def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA) -> list[Change]:
-    """Every metric at every point both runs have; regressions first, then by point."""
+def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA, history=()) -> list[Change]:
+    """Every metric at every point both runs have; regressions first, then by point.
+
+    ``history``: runs stored before the candidate, oldest first, timed like
+    the baseline, for the noise between runs.
+    """
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    noise = noise_between_runs(history)
     changes = []
     for point in sorted(baseline.samples.keys() & candidate.samples.keys()):
-        series = {"ratio": (ratio_samples(baseline, point), ratio_samples(candidate, point)),
-                  "time": (baseline.samples[point], candidate.samples[point])}
-        for metric in METRICS:
-            before, after = series[metric]
+        series = zip(_series(baseline, point).items(), _series(candidate, point).values())
+        for (metric, before), after in series:
             if before is None or after is None:
                 continue
             change, low, high, p_value, regressed = compare_samples(
-                before, after, threshold=thresholds[metric], alpha=alpha)
+                before, after, threshold=thresholds[metric], alpha=alpha, noise=noise.get((point, metric)))
             changes.append(Change(point, metric, float(np.median(before)), float(np.median(after)),
-                                  change, low, high, p_value, regressed))
+                                  change, low, high, p_value, regressed, noise.get((point, metric))))
     return sorted(changes, key=lambda c: (not c.regressed, c.point, c.metric))
 
 
@@ -97,8 +146,8 @@ def _shown(change: Change, value: float) -> str:
 
 
 def format_changes(changes: list[Change]) -> str:
-    header = ("point", "metric", "before", "after", "change", "95% interval", "p", "verdict")
+    header = ("point", "metric", "before", "after", "change", "95% interval", "run to run", "p", "verdict")
     rows = [(c.point.id, "speedup" if c.metric == "ratio" else "time", _shown(c, c.before), _shown(c, c.after),
-             f"{c.change:+.1%}", f"[{c.low:+.1%}, {c.high:+.1%}]", f"{c.p_value:.3f}",
-             "REGRESSION" if c.regressed else "ok") for c in changes]
+             f"{c.change:+.1%}", f"[{c.low:+.1%}, {c.high:+.1%}]", "-" if c.noise is None else f"±{c.noise:.1%}",
+             f"{c.p_value:.3f}", "REGRESSION" if c.regressed else "ok") for c in changes]
     return render(header, rows, left=len(header))

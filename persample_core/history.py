@@ -75,10 +75,14 @@ def load(path) -> Run:
                data.get("datetime", ""))
 
 
+def _oldest_first(path: Path):
+    return path.name.split("_", 1)[0], str(path)
+
+
 def stored(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> list[Path]:
     """Saved runs, oldest first (pytest-benchmark numbers them), for one hardware or all."""
     pattern = f"{hardware_id}/*/*.json" if hardware_id else "**/*.json"
-    return sorted(Path(storage).glob(pattern), key=lambda p: (p.name.split("_", 1)[0], str(p)))
+    return sorted(Path(storage).glob(pattern), key=_oldest_first)
 
 
 def resolve(ref: str, storage=DEFAULT_STORAGE) -> Path:
@@ -104,8 +108,48 @@ def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple
     return runs[-2], runs[-1]
 
 
-def check_same_hardware(a: Run, b: Run) -> None:
+# How a run was timed; runs stored before the timer was recorded used the wall clock.
+SETTINGS = {"torch_threads": None, "timer": "wall"}
+
+
+class SettingsMismatch(HistoryError):
+    """Two runs were timed differently (threads, clock)."""
+
+
+def check_comparable(a: Run, b: Run) -> None:
+    """Refuse two runs of different hardware, or timed with different threads or clocks."""
     differences = hardware_differences(a.machine, b.machine)
     if differences:
         raise HardwareMismatch(f"{a.name} and {b.name} come from different hardware ({'; '.join(differences)}); "
                                "compare runs of one machine only")
+    settings = [f"{key}: {a.machine.get(key, default)!r} != {b.machine.get(key, default)!r}"
+                for key, default in SETTINGS.items() if a.machine.get(key, default) != b.machine.get(key, default)]
+    if settings:
+        raise SettingsMismatch(f"{a.name} and {b.name} were timed differently ({'; '.join(settings)}); "
+                               "rerun the candidate with the baseline's --threads and --timer")
+
+
+def preceding(baseline: Run, candidate: Run, most: int = 20) -> tuple[list[Run], list[Path]]:
+    """The runs stored beside the baseline up to it (the candidate left out), timed like it, oldest first.
+
+    At most the ``most`` newest. Also the paths that could not be read, which
+    are left out (and left alone).
+    """
+    candidate_path = candidate.path.resolve()
+    paths = [path for path in sorted(baseline.path.parent.glob("*.json"), key=_oldest_first)
+             if path.resolve() != candidate_path]
+    names = [path.name for path in paths]
+    if baseline.name in names:
+        paths = paths[:names.index(baseline.name) + 1]
+    runs, unreadable = [], []
+    for path in paths[-most:]:
+        try:
+            run = baseline if path.name == baseline.name else load(path)
+            check_comparable(baseline, run)
+        except (HardwareMismatch, SettingsMismatch):
+            continue  # another machine's or another setting's run: its spread is not this one's
+        except HistoryError:
+            unreadable.append(path)
+            continue
+        runs.append(run)
+    return runs, unreadable
