@@ -39,6 +39,11 @@ SWEEPS = tuple(BATCH_SIZES)
 # --benchmark-min-rounds and --benchmark-max-time: the full sweep takes more,
 # which is what lets the gate resolve smaller slowdowns.
 ROUNDS = {"quick": (5, 1.0), "full": (15, 3.0)}
+# The same for the interleaved points, whose ratio to the loop the gate tests:
+# more rounds, because the gate's power comes from them. On this project's
+# 2-core machine one round's ratio varies by 10-25% (log standard deviation);
+# the standard error of a run's ratio falls with the square root of the rounds.
+GATED_ROUNDS = {"quick": (20, 4.0), "full": (30, 15.0)}
 
 
 def current_sweep() -> str:

@@ -1,23 +1,29 @@
 """pytest-benchmark integration: options, hardware in machine_info, per-hardware
-storage, derived figures in extra_info, and the summary table at the end.
+storage, derived figures in extra_info, the summary table at the end, and
+``--gate``, which gates the run against the one stored before it.
 
 Loaded from conftest.py, so it serves ``pytest --benchmark-only`` and the plain
 test run (where ``--benchmark-disable`` runs each benchmark once, untimed).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from persample_core.grid import ROUNDS, SWEEPS
-from persample_core import hardware
+from persample_core import cli, hardware, history, memory
+from persample_core.timing import CLOCKS, check_timer
 from persample_core.report import derive, summary_table
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 RECORDS = pytest.StashKey[dict]()
 MACHINE = pytest.StashKey[dict]()
+GATE = pytest.StashKey[tuple]()  # (storage folder, newest run stored there before this one)
 
 
 def pytest_addoption(parser):
@@ -26,6 +32,12 @@ def pytest_addoption(parser):
                     help="quick (default, ~5 min on a 2-core CPU) or full (larger batches, more rounds)")
     group.addoption("--threads", type=int, default=None,
                     help="torch intra-op threads for the timed code (default: torch's own choice)")
+    group.addoption("--timer", choices=CLOCKS, default="wall",
+                    help="wall (default): elapsed time; cpu: the process's CPU time on CPU points, steady on a shared "
+                         "machine, needs --threads 1 (CUDA points are timed on the wall clock either way)")
+    group.addoption("--gate", action="store_true",
+                    help="store this run and gate it against the newest run stored before it on this hardware "
+                         "(persample compare, default thresholds): exit status 1 on a regression")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -36,13 +48,18 @@ def pytest_configure(config):
         if threads < 1:
             raise pytest.UsageError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+    try:
+        check_timer(config.getoption("timer"), torch.get_num_threads())
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
     if not hasattr(config.option, "benchmark_storage"):
         return  # pytest-benchmark is not installed or disabled with -p no:benchmark
     # Runs are stored with their raw rounds (the gate tests on them) and per
     # hardware: pytest-benchmark's own folder name ignores the CPU model and GPU.
     config.option.benchmark_save_data = True
     info = hardware.machine_info()
-    config.stash[MACHINE] = {**info, "hardware_id": hardware.hardware_id(info)}
+    config.stash[MACHINE] = {**info, "hardware_id": hardware.hardware_id(info), "heap": memory.keep_freed_memory(),
+                             "timer": config.getoption("timer")}
     if config.option.benchmark_storage == DEFAULT_STORAGE:
         config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{config.stash[MACHINE]['hardware_id']}"
     # The sweep sets rounds and time per point unless given on the command line
@@ -53,6 +70,13 @@ def pytest_configure(config):
     if float(config.option.benchmark_max_time) == ROUNDS["quick"][1]:
         config.option.benchmark_max_time = max_time
     config.stash[RECORDS] = {}
+    if config.getoption("gate"):
+        if not (config.option.benchmark_autosave or config.option.benchmark_save):
+            from pytest_benchmark.utils import get_tag
+
+            config.option.benchmark_autosave = get_tag()  # the name --benchmark-autosave gives a run
+        folder = Path(config.option.benchmark_storage.removeprefix("file://"))
+        config.stash[GATE] = (folder, (history.stored(folder) or [None])[-1])
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -81,6 +105,32 @@ def pytest_sessionfinish(session):
     for point, figures in derive(_medians(session.config)).items():
         records[point].extra_info.update(figures)
     yield
+    if GATE in session.config.stash:  # pytest-benchmark has stored the run by now
+        _gate(session)
+
+
+def _gate(session):
+    """``persample compare`` of the run just stored against the one stored before it; sets the exit status."""
+    folder, baseline = session.config.stash[GATE]
+    stored = history.stored(folder)
+    candidate = stored[-1] if stored and stored[-1] != baseline else None
+    if candidate is None:
+        code, report = cli.OK, "nothing to gate: this run stored no timed benchmark"
+    elif baseline is None:
+        code, report = cli.OK, f"no baseline yet under {folder}: {candidate.name} is the baseline for the next run"
+    else:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = cli.main(["compare", str(baseline), str(candidate)])
+        report = out.getvalue().rstrip()
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.section("persample gate")
+        terminal.write_line(report)
+    if code == cli.REGRESSION:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif code != cli.OK:  # the baseline cannot be read, or was timed differently
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 @pytest.hookimpl(trylast=True)

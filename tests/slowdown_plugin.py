@@ -7,10 +7,11 @@ import os
 
 from persample_core.methods import METHODS
 from persample_core.sensitivity import slowed
+from persample_core.timing import CLOCKS
 
 
 def pytest_configure(config):
     fraction = float(os.environ.get("PERSAMPLE_TEST_SLOWDOWN", "0"))
     if fraction:
-        real = METHODS["vmap"]
-        METHODS["vmap"] = lambda model, loss_fn: slowed(real(model, loss_fn), fraction)
+        real, clock = METHODS["vmap"], CLOCKS[config.getoption("timer")]
+        METHODS["vmap"] = lambda model, loss_fn: slowed(real(model, loss_fn), fraction, clock)

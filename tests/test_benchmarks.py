@@ -14,11 +14,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from persample_core.grid import points
+from persample_core.grid import GATED_ROUNDS, points
 from persample_core.memory import peak_bytes
 from persample_core.methods import BASELINE, MethodUnavailable
 from persample_core.suite import methods_with_floor, prepare_point
-from persample_core.timing import is_out_of_memory, rounds_for
+from persample_core.timing import CLOCKS, clock_for, is_out_of_memory, rounds_for
 from tests.benchmark_plugin import record
 
 INTERLEAVED = {"vmap"}
@@ -39,23 +39,25 @@ def prepare_or_skip(point):
         pytest.skip(f"out of memory at B={point.batch_size} on {point.device}: {str(err).splitlines()[0]}")
 
 
-def seconds(fn) -> float:
-    start = time.perf_counter()
+def seconds(fn, clock) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def interleaved_with_baseline(benchmark, prepared, point, config):
+def interleaved_with_baseline(benchmark, prepared, point, config, clock):
     """Time ``prepared`` with a timed baseline call before each round, recorded in extra_info.
 
-    Rounds follow the run's --benchmark-min-rounds and --benchmark-max-time,
-    as pytest-benchmark's own calibration does for the other points.
+    Rounds follow the sweep's GATED_ROUNDS (the gate's power comes from them),
+    or the run's --benchmark-min-rounds and --benchmark-max-time where larger.
     """
     baseline = prepare_or_skip(replace(point, method=BASELINE))
     baseline_rounds = []
-    rounds = rounds_for(seconds(prepared.run) + seconds(baseline.run),
-                        config.getoption("benchmark_min_rounds"), float(config.getoption("benchmark_max_time")))
-    benchmark.pedantic(prepared.run, setup=lambda: baseline_rounds.append(seconds(baseline.run)),
+    min_rounds, max_time = GATED_ROUNDS[config.getoption("sweep")]
+    rounds = rounds_for(seconds(prepared.run, time.perf_counter) + seconds(baseline.run, time.perf_counter),
+                        max(min_rounds, config.getoption("benchmark_min_rounds")),
+                        max(max_time, float(config.getoption("benchmark_max_time"))))
+    benchmark.pedantic(prepared.run, setup=lambda: baseline_rounds.append(seconds(baseline.run, clock)),
                        rounds=rounds, iterations=1)
     benchmark.extra_info["baseline_rounds"] = baseline_rounds
 
@@ -63,14 +65,18 @@ def interleaved_with_baseline(benchmark, prepared, point, config):
 @pytest.mark.parametrize("point", points(methods=methods_with_floor()), ids=lambda p: p.id)
 def test_point(benchmark, point, request):
     prepared = prepare_or_skip(point)
+    clock = clock_for(request.config.getoption("timer"), point.device)
+    # pytest-benchmark has one timer per session (--benchmark-timer); a CUDA
+    # point of a --timer cpu run needs the wall clock, so it is set per point.
+    benchmark._timer = CLOCKS[clock]
     benchmark.group = f"{point.workload} {point.device} B={point.batch_size}"
     benchmark.extra_info.update(
         workload=point.workload, method=point.method, batch_size=point.batch_size, device=point.device,
         dtype="float32", threads=torch.get_num_threads(), n_params=prepared.n_params,
-        gradient_bytes=prepared.gradient_bytes, compile_seconds=prepared.compile_seconds,
+        gradient_bytes=prepared.gradient_bytes, compile_seconds=prepared.compile_seconds, timer=clock,
     )
     if point.method in INTERLEAVED:
-        interleaved_with_baseline(benchmark, prepared, point, request.config)
+        interleaved_with_baseline(benchmark, prepared, point, request.config, CLOCKS[clock])
     else:
         benchmark(prepared.run)
     if not benchmark.disabled:  # one more call, untimed, for its peak memory

@@ -110,13 +110,15 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
     info = run["machine_info"]["persample"]
     for key in ("cpu_model", "torch_threads", "torch_version", "gpu_name", "tf32_matmul", "hardware_id"):
         assert key in info
+    assert info["timer"] == "wall" and info["heap"] in (memory.KEPT, "system allocator as it is")
     by_method = {b["extra_info"]["method"]: b for b in run["benchmarks"]}
     assert set(by_method) == {"loop", "vmap", "floor"}
     vmap = by_method["vmap"]
     for key in ("workload", "batch_size", "device", "dtype", "time_per_sample", "speedup_over_loop", "floor_multiple",
                 "peak_memory_bytes", "memory_vs_minimum"):
         assert vmap["extra_info"][key] is not None, key
-    assert len(vmap["extra_info"]["baseline_rounds"]) == len(vmap["stats"]["data"]) >= 5
+    assert len(vmap["extra_info"]["baseline_rounds"]) == len(vmap["stats"]["data"]) >= 20  # GATED_ROUNDS
+    assert {b["extra_info"]["timer"] for b in run["benchmarks"]} == {"wall"}
     assert vmap["extra_info"]["compile_seconds"] is None  # recorded for every point, set where a method compiles
     assert vmap["extra_info"]["speedup_over_loop"] == pytest.approx(
         by_method["loop"]["stats"]["median"] / vmap["stats"]["median"])
@@ -128,6 +130,35 @@ def test_cpu_peak_memory_sees_the_call_and_not_what_came_before():
     peak = memory.peak_bytes(lambda: torch.ones(25_000_000).sum(), "cpu")  # 100 MB for the call
     assert 95e6 < peak < 140e6
     assert kept.sum() > 0
+
+
+@pytest.mark.skipif(memory.keep_freed_memory() != memory.KEPT, reason="needs glibc's mallopt")
+def test_a_kept_heap_serves_a_repeated_call_without_fresh_pages():
+    """glibc gives blocks over 32 MB back to the OS when freed; a kept heap reuses them."""
+    import resource
+
+    call = lambda: torch.ones(25_000_000).sum()  # noqa: E731 (100 MB)
+    call()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    call()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 1000  # 24,400 pages when handed back
+    if memory.cpu_peak_supported():  # and the call's own memory is still what peak_bytes sees
+        assert 95e6 < memory.peak_bytes(call, "cpu") < 140e6
+
+
+def test_the_cpu_clock_needs_one_thread_and_cuda_keeps_the_wall_clock():
+    with pytest.raises(ValueError, match="needs one torch thread, not 2.*--threads 1"):
+        timing.check_timer("cpu", 2)
+    timing.check_timer("cpu", 1)
+    timing.check_timer("wall", 2)
+    assert timing.clock_for("cpu", "cuda") == "wall" and timing.clock_for("cpu", "cpu") == "cpu"
+
+
+def test_cpu_timer_with_several_threads_is_a_usage_error():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "--co", "-q", "-p",
+                           "no:cacheprovider", "--timer", "cpu", "--threads", "2"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 4 and "the cpu timer needs one torch thread, not 2" in proc.stderr
 
 
 def test_cuda_peak_memory_is_reset_per_point(monkeypatch):
