@@ -29,7 +29,7 @@ GATE = pytest.StashKey[tuple]()  # (storage folder, newest run stored there befo
 def pytest_addoption(parser):
     group = parser.getgroup("persample")
     group.addoption("--sweep", choices=SWEEPS, default=os.environ.get("PERSAMPLE_SWEEP", "quick"),
-                    help="quick (default, ~5 min on a 2-core CPU) or full (larger batches, more rounds)")
+                    help="quick (default, ~9 min on a 2-core CPU, one thread) or full (larger batches, more rounds)")
     group.addoption("--threads", type=int, default=None,
                     help="torch intra-op threads for the timed code (default: torch's own choice)")
     group.addoption("--timer", choices=CLOCKS, default="wall",
