@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import re
 from pathlib import Path
 
@@ -38,10 +39,16 @@ def _status_bytes(field: str) -> int:
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 KEPT = "glibc heap keeps freed memory (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB)"
+SYSTEM = "system allocator as it is"
 
 
+@functools.cache
 def _libc():
-    """glibc, or None on a C library without its malloc extensions (macOS, musl)."""
+    """glibc, or None on a C library without its malloc extensions (macOS, musl).
+
+    Looked up once per process: ``find_library`` runs ldconfig (7 ms here), and
+    every point's preparation and peak-memory measurement asks.
+    """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
@@ -55,16 +62,17 @@ def _trim_heap() -> None:
         libc.malloc_trim(0)
 
 
+@functools.cache
 def keep_freed_memory() -> str:
     """Serve every allocation from the heap and keep what is freed, for this process; says what it did.
 
     After the warm-up, a timed call then reuses memory instead of faulting
     fresh pages in. ``peak_bytes`` still sees a call's own memory: it hands the
-    freed heap back first.
+    freed heap back first. The setting holds for the process, so it is made once.
     """
     libc = _libc()
     if libc is None or not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
-        return "system allocator as it is"
+        return SYSTEM
     return KEPT
 
 

@@ -28,7 +28,7 @@ from persample_core.grid import GATED_ROUNDS, SWEEPS, Point
 from persample_core.history import Run
 from persample_core.methods import BASELINE
 from persample_core.suite import prepare_point
-from persample_core.timing import CLOCKS, check_timer, interleaved, rounds_for
+from persample_core.timing import CLOCKS, check_timer, interleaved, rounds_to_fill
 
 SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)
 STUDY_POINTS = (Point("simple_cnn", "vmap", 8, "cpu"), Point("simple_cnn", "vmap", 32, "cpu"),
@@ -60,8 +60,7 @@ def measure(prepared: dict, fraction: float, sweep: str, clock) -> dict:
     result = {}
     for point, (loop, vmap) in prepared.items():
         fns = {"loop": loop.run, "vmap": slowed(vmap.run, fraction, clock) if fraction else vmap.run}
-        per_round = sum(times[0] for times in interleaved(fns, rounds=1, warmup=0).values())
-        rounds = interleaved(fns, rounds=rounds_for(per_round, min_rounds, max_time), warmup=0, clock=clock)
+        rounds = interleaved(fns, rounds=rounds_to_fill(fns, min_rounds, max_time), warmup=0, clock=clock)
         result[point] = (rounds["vmap"], rounds["loop"])
     return result
 

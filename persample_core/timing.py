@@ -108,6 +108,12 @@ def rounds_for(per_round: float, min_rounds: int, max_time: float, most: int = 1
     return max(min_rounds, min(most, math.ceil(max_time / max(per_round, 1e-9))))
 
 
+def rounds_to_fill(fns: dict, min_rounds: int, max_time: float) -> int:
+    """``rounds_for`` interleaved rounds of ``fns``, sized by one round of them on the wall clock."""
+    per_round = sum(times[0] for times in interleaved(fns, rounds=1, warmup=0).values())
+    return rounds_for(per_round, min_rounds, max_time)
+
+
 def interleaved(fns: dict, *, rounds: int, warmup: int = 1, clock=time.perf_counter) -> dict[str, list[float]]:
     """Time several callables in alternating rounds; seconds per call, one list per name.
 

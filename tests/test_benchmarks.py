@@ -8,7 +8,6 @@ us), so the ratio the gate tests is free of machine drift.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import pytest
@@ -18,7 +17,7 @@ from persample_core.grid import GATED_ROUNDS, points
 from persample_core.memory import peak_bytes
 from persample_core.methods import BASELINE, MethodUnavailable
 from persample_core.suite import methods_with_floor, prepare_point
-from persample_core.timing import CLOCKS, clock_for, is_out_of_memory, rounds_for
+from persample_core.timing import CLOCKS, clock_for, is_out_of_memory, rounds_to_fill
 from tests.benchmark_plugin import record
 
 INTERLEAVED = {"vmap"}
@@ -54,9 +53,9 @@ def interleaved_with_baseline(benchmark, prepared, point, config, clock):
     baseline = prepare_or_skip(replace(point, method=BASELINE))
     baseline_rounds = []
     min_rounds, max_time = GATED_ROUNDS[config.getoption("sweep")]
-    rounds = rounds_for(seconds(prepared.run, time.perf_counter) + seconds(baseline.run, time.perf_counter),
-                        max(min_rounds, config.getoption("benchmark_min_rounds")),
-                        max(max_time, float(config.getoption("benchmark_max_time"))))
+    rounds = rounds_to_fill({"method": prepared.run, "baseline": baseline.run},
+                            max(min_rounds, config.getoption("benchmark_min_rounds")),
+                            max(max_time, float(config.getoption("benchmark_max_time"))))
     benchmark.pedantic(prepared.run, setup=lambda: baseline_rounds.append(seconds(baseline.run, clock)),
                        rounds=rounds, iterations=1)
     benchmark.extra_info["baseline_rounds"] = baseline_rounds

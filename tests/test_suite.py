@@ -110,7 +110,7 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
     info = run["machine_info"]["persample"]
     for key in ("cpu_model", "torch_threads", "torch_version", "gpu_name", "tf32_matmul", "hardware_id"):
         assert key in info
-    assert info["timer"] == "wall" and info["heap"] in (memory.KEPT, "system allocator as it is")
+    assert info["timer"] == "wall" and info["heap"] in (memory.KEPT, memory.SYSTEM)
     by_method = {b["extra_info"]["method"]: b for b in run["benchmarks"]}
     assert set(by_method) == {"loop", "vmap", "floor"}
     vmap = by_method["vmap"]
