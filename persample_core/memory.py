@@ -62,13 +62,15 @@ def _trim_heap() -> None:
         libc.malloc_trim(0)
 
 
-@functools.cache
 def keep_freed_memory() -> str:
     """Serve every allocation from the heap and keep what is freed, for this process; says what it did.
 
     After the warm-up, a timed call then reuses memory instead of faulting
     fresh pages in. ``peak_bytes`` still sees a call's own memory: it hands the
-    freed heap back first. The setting holds for the process, so it is made once.
+    freed heap back first. Called before every point (mallopt is cheap): cached
+    to one call at start-up, a later 100 MB call faulted all its pages in again
+    once a ``vmap_compiled`` point had run, and the kept-heap test failed; why is
+    not known.
     """
     libc = _libc()
     if libc is None or not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
