@@ -1,5 +1,6 @@
 """The benchmark machinery: synchronisation, skips, derived figures, recorded fields."""
 import json
+import os
 import subprocess
 import sys
 
@@ -132,18 +133,37 @@ def test_cpu_peak_memory_sees_the_call_and_not_what_came_before():
     assert kept.sum() > 0
 
 
-@pytest.mark.skipif(memory.keep_freed_memory() != memory.KEPT, reason="needs glibc's mallopt")
-def test_a_kept_heap_serves_a_repeated_call_without_fresh_pages():
-    """glibc gives blocks over 32 MB back to the OS when freed; a kept heap reuses them."""
-    import resource
+FAULTS_PER_CALL = """
+import resource
+from persample_core.grid import Point
+from persample_core.suite import prepare_point
+point = prepare_point(Point("mlp", "vmap", 64, "cpu"))  # keeps the heap, checks, warms up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+point.run()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
 
+
+@pytest.mark.skipif(memory.keep_freed_memory() != memory.KEPT, reason="needs glibc's mallopt")
+def test_a_prepared_point_runs_on_the_kept_heap_without_fresh_pages():
+    """glibc gives blocks over 32 MB back to the OS when freed; a kept heap reuses them.
+
+    In a fresh process, as a benchmark runs: in this long test process a
+    repeated 100 MB call sometimes faulted its pages in again even with the
+    heap kept (after some earlier tests, not others; not understood yet).
+    """
+    child = subprocess.run([sys.executable, "-c", FAULTS_PER_CALL], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert int(child.stdout.split()[-1]) < 1000  # 24,582 faults (100 MB) per call when freed blocks go back
+
+
+@pytest.mark.skipif(not memory.cpu_peak_supported(), reason="needs Linux's /proc/self/clear_refs to reset the peak")
+def test_cpu_peak_memory_still_sees_the_call_on_a_kept_heap():
+    memory.keep_freed_memory()
     call = lambda: torch.ones(25_000_000).sum()  # noqa: E731 (100 MB)
     call()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    call()
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 1000  # 24,400 pages when handed back
-    if memory.cpu_peak_supported():  # and the call's own memory is still what peak_bytes sees
-        assert 95e6 < memory.peak_bytes(call, "cpu") < 140e6
+    assert 95e6 < memory.peak_bytes(call, "cpu") < 140e6
 
 
 def test_the_cpu_clock_needs_one_thread_and_cuda_keeps_the_wall_clock():
