@@ -138,9 +138,10 @@ import resource
 from persample_core.grid import Point
 from persample_core.suite import prepare_point
 point = prepare_point(Point("mlp", "vmap", 64, "cpu"))  # keeps the heap, checks, warms up
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-point.run()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+for _ in range(5):  # faults per call, as timed rounds would be
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    point.run()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
@@ -148,14 +149,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_a_prepared_point_runs_on_the_kept_heap_without_fresh_pages():
     """glibc gives blocks over 32 MB back to the OS when freed; a kept heap reuses them.
 
-    In a fresh process, as a benchmark runs: in this long test process a
-    repeated 100 MB call sometimes faulted its pages in again even with the
-    heap kept (after some earlier tests, not others; not understood yet).
+    In a fresh process, as a benchmark runs, and on the median of five calls,
+    as the benchmark's median sees them: the first one or two calls after the
+    warm-up can still fault about 8,000 pages in before the heap settles, and
+    in this long test process a repeated 100 MB call sometimes faulted all its
+    pages in again (not understood yet).
     """
     child = subprocess.run([sys.executable, "-c", FAULTS_PER_CALL], capture_output=True, text=True, timeout=300,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert child.returncode == 0, child.stderr[-3000:]
-    assert int(child.stdout.split()[-1]) < 1000  # 24,582 faults (100 MB) per call when freed blocks go back
+    faults = sorted(int(line) for line in child.stdout.split())
+    assert len(faults) == 5 and faults[2] < 1000, faults  # 24,582 (100 MB) per call when freed blocks go back
 
 
 @pytest.mark.skipif(not memory.cpu_peak_supported(), reason="needs Linux's /proc/self/clear_refs to reset the peak")
