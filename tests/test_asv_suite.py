@@ -123,9 +123,14 @@ def ratio(*point):
 
 
 def test_the_ratio_rises_when_the_method_slows_down(monkeypatch):
+    """vmap doing 5x the work: the ratio must at least double.
+
+    The margin is wide on purpose: this is asv's timing of a few rounds on a
+    shared machine, and with 3x the work it once measured 1.99x.
+    """
     before = ratio(*CPU_POINT)
     fast = methods.METHODS["vmap"]
-    monkeypatch.setitem(methods.METHODS, "vmap", lambda model, loss_fn: slowed(fast(model, loss_fn), 2.0))
+    monkeypatch.setitem(methods.METHODS, "vmap", lambda model, loss_fn: slowed(fast(model, loss_fn), 4.0))
     assert ratio(*CPU_POINT) > 2 * before > 0
 
 
