@@ -19,11 +19,15 @@ Significant means against two kinds of noise, both:
 - between runs: two processes of unchanged code differ by more than their
   rounds say (on this project's shared machine, 2-8% in the speedup). That
   spread is estimated from the runs stored before the candidate on the same
-  hardware and settings (at least ``MIN_HISTORY``): the median successive
-  difference of their log medians, a robust estimate that a few real changes
-  in the history hardly move. With it, the change is a z-score against the
-  spread. With fewer stored runs the rounds are all there is, and the output
-  says so.
+  hardware and settings (at least ``MIN_HISTORY``): the root mean square of
+  the successive differences of their log medians (von Neumann's mean square
+  successive difference; each difference is one change between two runs, and
+  a real change in the history only makes the gate more cautious). The
+  change is then a t-score against it, on the estimate's degrees of freedom,
+  so that a spread known from a few runs is not trusted like a known one
+  (a z-score on 10 stored runs cries wolf three times as often as it
+  should). With fewer stored runs the rounds are all there is, and the
+  output says so.
 """
 from __future__ import annotations
 
@@ -40,6 +44,24 @@ METRICS = ("ratio", "time")
 MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How far apart two unchanged runs lie: the standard deviation of their log change, estimated from ``runs``."""
+
+    sd: float
+    runs: int
+
+    @property
+    def df(self) -> float:
+        """Degrees of freedom of the mean square successive difference of ``runs`` values.
+
+        The sum of n - 1 squared successive differences has variance
+        (12n - 16) sigma^4 (neighbouring differences share a run), which a
+        scaled chi-square matches with 2 (n - 1)^2 / (3n - 4) degrees of freedom.
+        """
+        return 2 * (self.runs - 1) ** 2 / (3 * self.runs - 4)
 
 
 @dataclass(frozen=True)
@@ -79,10 +101,10 @@ def _series(run, point) -> dict:
 
 
 def noise_between_runs(history) -> dict:
-    """``{(point, metric): spread}``: how far apart two unchanged runs lie, from runs stored in order.
+    """``{(point, metric): Spread}``: how far apart two unchanged runs lie, from runs stored in order.
 
-    The spread is the standard deviation of the log change between two runs:
-    1.4826 x the median absolute difference of successive runs' log medians.
+    The spread is the standard deviation of the log change between two runs,
+    the root mean square of the differences of successive runs' log medians.
     Only where at least ``MIN_HISTORY`` runs have the point.
     """
     values = {}
@@ -91,17 +113,17 @@ def noise_between_runs(history) -> dict:
             for metric, samples in _series(run, point).items():
                 if samples is not None:
                     values.setdefault((point, metric), []).append(np.log(np.median(samples)))
-    return {key: 1.4826 * float(np.median(np.abs(np.diff(logs)))) for key, logs in values.items()
+    return {key: Spread(float(np.sqrt(np.mean(np.diff(logs) ** 2))), len(logs)) for key, logs in values.items()
             if len(logs) >= MIN_HISTORY}
 
 
-def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_ALPHA, noise: float | None = None,
+def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_ALPHA, noise: Spread | None = None,
                     seed: int = 0):
     """(change, low, high, p, regressed) for two sets of rounds where larger is worse.
 
     ``noise``: the spread between unchanged runs (``noise_between_runs``);
-    then the change must be significant against it as well, and the interval
-    is the wider of the two.
+    then the change must be significant against it as well (Student's t on
+    the spread's degrees of freedom), and the interval is the wider of the two.
     """
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     change = float(_median_ratio(before, after))
@@ -112,10 +134,10 @@ def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_A
         low, high = float(interval.low), float(interval.high)
     else:
         low = high = change
-    if noise:
-        shift = np.log1p(change)
-        p_value = max(p_value, float(stats.norm.sf(shift / noise)))
-        low, high = min(low, float(np.expm1(shift - 1.96 * noise))), max(high, float(np.expm1(shift + 1.96 * noise)))
+    if noise and noise.sd:  # (copies of one run in the history have no spread to test against)
+        shift, reach = np.log1p(change), float(stats.t.ppf(0.975, noise.df)) * noise.sd
+        p_value = max(p_value, float(stats.t.sf(shift / noise.sd, noise.df)))
+        low, high = min(low, float(np.expm1(shift - reach))), max(high, float(np.expm1(shift + reach)))
     return change, low, high, p_value, bool(p_value < alpha and high >= threshold)
 
 
@@ -133,10 +155,11 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
         for (metric, before), after in series:
             if before is None or after is None:
                 continue
+            spread = noise.get((point, metric))
             change, low, high, p_value, regressed = compare_samples(
-                before, after, threshold=thresholds[metric], alpha=alpha, noise=noise.get((point, metric)))
+                before, after, threshold=thresholds[metric], alpha=alpha, noise=spread)
             changes.append(Change(point, metric, float(np.median(before)), float(np.median(after)),
-                                  change, low, high, p_value, regressed, noise.get((point, metric))))
+                                  change, low, high, p_value, regressed, spread and spread.sd))
     return sorted(changes, key=lambda c: (not c.regressed, c.point, c.metric))
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from persample_core import MethodUnavailable
+from persample_core.gate import MIN_HISTORY
 
 REPO = Path(__file__).resolve().parent.parent
 # A -k expression for the loop, vmap and floor points alone (benchmark ids are
@@ -75,13 +76,20 @@ def persample(*args):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+# Unchanged runs the gate tests store: the last is compared with the noise
+# between runs known from the ones before it, as on a machine with history.
+UNCHANGED_RUNS = MIN_HISTORY + 1
+
+
 @pytest.fixture(scope="session")
 def stored_runs(tmp_path_factory):
-    """Three runs stored in turn; the first and the slowed one gated as they finish (--gate)."""
+    """Unchanged runs stored in turn, then a slowed one; the first and the slowed one gated as they finish (--gate)."""
     storage = tmp_path_factory.mktemp("benchmarks")
-    (base, first_gate), (rerun, _) = bench(storage, "--gate"), bench(storage)
+    base, first_gate = bench(storage, "--gate")
+    unchanged = [base, *(bench(storage)[0] for _ in range(UNCHANGED_RUNS - 1))]
     slowed, slowed_gate = bench(storage, "--gate", slowdown=1.0, expect=1)
-    return {"base": base, "rerun": rerun, "slowed": slowed, "first_gate": first_gate, "slowed_gate": slowed_gate}
+    return {"base": base, "rerun": unchanged[1], "unchanged": unchanged, "slowed": slowed,
+            "first_gate": first_gate, "slowed_gate": slowed_gate}
 
 
 pytest_plugins = ["tests.benchmark_plugin"]
