@@ -17,7 +17,7 @@ Significant means against two kinds of noise, both:
 - within the runs: one-sided Mann-Whitney U on the rounds (p < alpha), with a
   bootstrap interval of the change of the medians;
 - between runs: two processes of unchanged code differ by more than their
-  rounds say (on this project's shared machine, 2-8% in the speedup). That
+  rounds say (on this project's shared machine, 2-4% in the speedup). That
   spread is estimated from the runs stored before the candidate on the same
   hardware and settings (at least ``MIN_HISTORY``): the root mean square of
   the successive differences of their log medians (von Neumann's mean square

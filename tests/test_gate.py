@@ -66,13 +66,9 @@ def test_false_alarms_stay_at_alpha_when_the_spread_is_learnt_from_few_runs():
         noise = gate.Spread(float(np.sqrt(np.mean(np.diff(logs[:10]) ** 2))), 10)
         # Rounds so precise that on them alone any shift is significant: the spread between runs decides.
         before, after = (np.exp(level + rng.normal(0, 1e-4, 20)) for level in logs[10:])
-        flagged += compare(before, after, noise)
+        *_, regressed = gate.compare_samples(before, after, threshold=0.0, noise=noise)
+        flagged += regressed
     assert flagged / trials < 0.015, f"{flagged} false alarms in {trials}"
-
-
-def compare(before, after, noise):
-    *_, regressed = gate.compare_samples(before, after, threshold=0.0, noise=noise)
-    return regressed
 
 
 def test_a_shift_within_the_noise_between_runs_is_not_flagged_but_a_larger_one_is():
