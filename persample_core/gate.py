@@ -141,8 +141,9 @@ def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_A
     return change, low, high, p_value, bool(p_value < alpha and high >= threshold)
 
 
-def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA, history=()) -> list[Change]:
-    """Every metric at every point both runs have; regressions first, then by point.
+def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA, history=(),
+                 metrics=METRICS) -> list[Change]:
+    """Each of ``metrics`` at every point both runs have; regressions first, then by point.
 
     ``history``: runs stored before the candidate, oldest first, timed like
     the baseline, for the noise between runs.
@@ -153,7 +154,7 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
     for point in sorted(baseline.samples.keys() & candidate.samples.keys()):
         series = zip(_series(baseline, point).items(), _series(candidate, point).values())
         for (metric, before), after in series:
-            if before is None or after is None:
+            if metric not in metrics or before is None or after is None:
                 continue
             spread = noise.get((point, metric))
             change, low, high, p_value, regressed = compare_samples(

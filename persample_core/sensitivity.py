@@ -116,7 +116,7 @@ def flagged(runs: dict, threshold: float, *, with_history: bool = True) -> dict:
         for i, j in pairs:
             history = [run for k, run in enumerate(unchanged) if k not in (i, j)] if with_history else []
             verdicts = dict(sorted((c.point.id, c.regressed) for c in gate.compare_runs(
-                unchanged[i], candidates[j], history=history, thresholds={"ratio": threshold}) if c.metric == "ratio"))
+                unchanged[i], candidates[j], history=history, thresholds={"ratio": threshold}, metrics=("ratio",))))
             rows = {**{point: [verdict] for point, verdict in verdicts.items()},
                     "all points": list(verdicts.values()), "runs (any point)": [any(verdicts.values())]}
             for row, flags in rows.items():
