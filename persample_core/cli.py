@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from persample_core import history, sensitivity
-from persample_core.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, compare_runs, format_changes
+from persample_core.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, Pooled, compare_runs, format_changes
 
 OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
 EXIT_CODES = {history.NoBaseline: NO_BASELINE, history.HardwareMismatch: OTHER_HARDWARE, history.HistoryError: BAD_INPUT}
@@ -54,11 +54,14 @@ def compare(args) -> int:
         print(f"noise between runs: not known yet ({len(earlier)} comparable run(s) stored up to the baseline, "
               f"{MIN_HISTORY} needed); verdicts rest on the rounds alone, so a shift between runs can pass for a "
               "regression: rerun a flagged point")
+    if any(isinstance(c.point, Pooled) for c in changes):
+        print("'geomean of N' rows: a method over its N points both runs have, against the spread of that mean "
+              "between the stored runs")
     if unreadable:
         print(f"left out of the noise estimate, unreadable: {', '.join(str(path) for path in unreadable)}")
     print()
     print(format_changes(changes))
-    common = len({c.point for c in changes})
+    common = len({c.point for c in changes if not isinstance(c.point, Pooled)})
     print(f"\n{len(regressions)} regression(s) in {common} common point(s)"
           + ("" if common else "; the runs share no point: were they made with the same sweep?"))
     return REGRESSION if regressions else OK

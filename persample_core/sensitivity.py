@@ -8,7 +8,9 @@ Every trial is a process of its own, which times every level in turn, so the
 study sees what a user's two runs would: the noise between processes as well
 as within one. Every unchanged run is then gated against the unchanged run of
 every other trial (false alarms) and against the slowed runs of every other
-trial (detection), point by point and for the grid as a whole.
+trial (detection), point by point, on the geometric mean of the points (the
+gate's pooled row, once the history has enough runs) and for the run as a
+whole.
 """
 from __future__ import annotations
 
@@ -99,7 +101,8 @@ def by_slowdown(trials: list[dict]) -> dict:
 
 
 def flagged(runs: dict, threshold: float, *, with_history: bool = True) -> dict:
-    """``{slowdown: {row: (flagged, pairs)}}``, rows: each point id, "all points", "runs (any point)".
+    """``{slowdown: {row: (flagged, pairs)}}``, rows: each point id, "all points", the pooled points
+    (with history), "runs (any row)".
 
     Runs of different trials only: unchanged against unchanged (each pair
     once) for false alarms, unchanged against slowed for detection.
@@ -115,10 +118,12 @@ def flagged(runs: dict, threshold: float, *, with_history: bool = True) -> dict:
         counts = {}
         for i, j in pairs:
             history = [run for k, run in enumerate(unchanged) if k not in (i, j)] if with_history else []
-            verdicts = dict(sorted((c.point.id, c.regressed) for c in gate.compare_runs(
-                unchanged[i], candidates[j], history=history, thresholds={"ratio": threshold}, metrics=("ratio",))))
-            rows = {**{point: [verdict] for point, verdict in verdicts.items()},
-                    "all points": list(verdicts.values()), "runs (any point)": [any(verdicts.values())]}
+            changes = gate.compare_runs(unchanged[i], candidates[j], history=history,
+                                        thresholds={"ratio": threshold}, metrics=("ratio",))
+            verdicts = dict(sorted((c.point.id, c.regressed) for c in changes if isinstance(c.point, Point)))
+            pooled = {c.point.id: [c.regressed] for c in changes if isinstance(c.point, gate.Pooled)}
+            rows = {**{point: [verdict] for point, verdict in verdicts.items()}, "all points": list(verdicts.values()),
+                    **pooled, "runs (any row)": [any(c.regressed for c in changes)]}
             for row, flags in rows.items():
                 done, total = counts.get(row, (0, 0))
                 counts[row] = (done + sum(flags), total + len(flags))

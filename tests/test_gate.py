@@ -84,6 +84,59 @@ def test_a_shift_within_the_noise_between_runs_is_not_flagged_but_a_larger_one_i
     assert known.regressed and known.low > 0.3
 
 
+POINTS = [Point("simple_cnn", "vmap", 8, "cpu"), Point("simple_cnn", "vmap", 32, "cpu"), Point("mlp", "vmap", 64, "cpu"),
+          Point("tiny_transformer", "vmap", 64, "cpu")]
+
+
+def _runs(name, offsets, seed):
+    """A stored run with a ``_run`` at each of ``POINTS``, shifted by its own offset."""
+    parts = [_run(name, offset, point, seed + 10 * k) for k, (point, offset) in enumerate(zip(POINTS, offsets))]
+    return history.Run(Path(name), {}, "", {p: v for part in parts for p, v in part.samples.items()},
+                       {p: v for part in parts for p, v in part.baseline_rounds.items()})
+
+
+def test_the_geometric_mean_of_a_methods_points_catches_what_no_single_point_can():
+    """Every point shifts by 5% (sd) on its own from run to run; vmap slowed by 15% at all four points.
+
+    At each point alone 15% is about two of its spreads between runs: flagged
+    now and then (11 of 80 here). In their geometric mean the points' noise
+    half cancels and the slowdown stands out: flagged with each of twenty
+    histories of twelve runs.
+    """
+    caught, points_caught = 0, 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        stored = [_runs(f"r{i}", rng.normal(0, 0.05, 4), 100 * i) for i in range(12)]
+        offsets = rng.normal(0, 0.05, 4)
+        changes = gate.compare_runs(_runs("a", offsets, 5000), _runs("c", offsets + np.log(1.15), 7000),
+                                    history=stored, metrics=("ratio",))
+        pooled = [c for c in changes if isinstance(c.point, gate.Pooled)]
+        assert [c.point.id for c in pooled] == ["vmap-cpu (geomean of 4)"] and len(changes) == 5
+        assert pooled[0].change == pytest.approx(0.15, abs=0.01)
+        assert all(c.noise > pooled[0].noise for c in changes if c not in pooled)
+        caught += pooled[0].regressed
+        points_caught += sum(c.regressed for c in changes if c not in pooled)
+        if pooled[0].regressed:
+            assert changes[0] == pooled[0], "the pooled row leads the regressions"
+    assert caught == 20 and points_caught <= 20, (caught, points_caught)
+
+
+def test_the_geometric_mean_needs_two_points_and_the_spread_between_runs():
+    rng = np.random.default_rng(4)
+    stored = [_runs(f"r{i}", rng.normal(0, 0.05, 4), 100 * i) for i in range(12)]
+    baseline, slowed = _runs("a", np.zeros(4), 5000), _runs("c", np.full(4, 0.5), 7000)
+
+    def pooled(candidate, runs):
+        return [c for c in gate.compare_runs(baseline, candidate, history=runs) if isinstance(c.point, gate.Pooled)]
+
+    assert {(c.point.id, c.metric) for c in pooled(slowed, stored)} == {("vmap-cpu (geomean of 4)", "ratio"),
+                                                                        ("vmap-cpu (geomean of 4)", "time")}
+    assert pooled(slowed, stored[:gate.MIN_HISTORY - 1]) == []  # the rounds of four points say nothing of their mean
+    one_point = history.Run(Path("one"), {}, "", {POINTS[0]: slowed.samples[POINTS[0]]},
+                            {POINTS[0]: slowed.baseline_rounds[POINTS[0]]})
+    assert pooled(one_point, stored) == []  # the mean of one point is the point's own row
+
+
 def test_gate_flags_a_real_injected_slowdown(stored_runs):
     """vmap made 2x slower: its speedup and time regress, and are listed first.
 
@@ -99,6 +152,25 @@ def test_gate_flags_a_real_injected_slowdown(stored_runs):
     assert ("mlp-loop-B64-cpu", "time", "ok") in verdicts, out
     statuses = [verdict for *_, verdict in verdicts]
     assert statuses == sorted(statuses, key=lambda verdict: verdict != "REGRESSION"), "regressions come first"
+
+
+def test_gate_reports_a_methods_points_together_first(stored_runs, tmp_path):
+    """The stored runs with every point stored twice (as B=64 and B=65): each method has two points, and the
+    slowed vmap's geometric mean over them leads the table; points are counted without the pooled rows."""
+    for path in [*stored_runs["unchanged"], stored_runs["slowed"]]:
+        data = json.loads(path.read_text())
+        twins = json.loads(json.dumps(data["benchmarks"]))
+        for twin in twins:
+            twin["extra_info"]["batch_size"] = 65
+        data["benchmarks"] += twins
+        (tmp_path / path.name).write_text(json.dumps(data))
+    code, out = persample("compare", tmp_path / stored_runs["unchanged"][-1].name, tmp_path / stored_runs["slowed"].name,
+                          "--threshold-time", "0.5")
+    assert code == cli.REGRESSION and "'geomean of N' rows: a method over its N points" in out, out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("mlp-", "vmap-", "loop-", "floor-"))]
+    assert rows[0][:2] == ["vmap-cpu", "(geomean"] and rows[0][4] == "speedup" and rows[0][-1] == "REGRESSION", out
+    assert {" ".join(row[:4]) for row in rows} >= {"loop-cpu (geomean of 2)", "floor-cpu (geomean of 2)"}, out
+    assert "in 6 common point(s)" in out, out
 
 
 def test_gate_option_gates_the_run_in_progress(stored_runs):
@@ -231,8 +303,8 @@ def test_sensitivity_counts_flagged_pairs_across_trials():
             0.2: [_run(f"s{s}", np.log(1.2), point, s + 10, 0.03) for s in range(4)]}
     # unchanged: each pair of trials once; slowed: every other trial's run (4 x 3), never a trial against itself
     result = flagged(runs, threshold=0.1)
-    assert result[0.0] == {point.id: (0, 6), "all points": (0, 6), "runs (any point)": (0, 6)}
-    assert result[0.2] == {point.id: (12, 12), "all points": (12, 12), "runs (any point)": (12, 12)}
+    assert result[0.0] == {point.id: (0, 6), "all points": (0, 6), "runs (any row)": (0, 6)}
+    assert result[0.2] == {point.id: (12, 12), "all points": (12, 12), "runs (any row)": (12, 12)}
     table = format_study(result, 0.1)
     assert "none (false alarm)" in table and "20% slower" in table and "100.0% (12/12)" in table
 
