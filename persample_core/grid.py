@@ -46,8 +46,9 @@ ROUNDS = {"quick": (5, 1.0), "full": (15, 3.0)}
 # 2-core machine one round's ratio varies by about 10% (log standard
 # deviation); going from 4 to 10 s took a run's ratio from 2.4-5.7% to
 # 1.8-3.6% between processes, and the share of 10% slowdowns the gate
-# catches from 20% to 58% of point pairs (README, "How small a slowdown it
-# catches"), for about a minute more of the quick sweep.
+# catches from 20% to 58% of point pairs (84-98% on the four points'
+# geometric mean; README, "How small a slowdown it catches"), for about a
+# minute more of the quick sweep.
 GATED_ROUNDS = {"quick": (20, 10.0), "full": (30, 15.0)}
 
 
