@@ -189,8 +189,10 @@ def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, histo
     earlier = [_log_medians(run) for run in history]
     changes = []
     for (method, device, metric), keys in groups.items():
+        if len(keys) < 2:
+            continue  # the mean of one point is the point's own row
         noise = _spread([np.mean([logs[key] for key in keys]) for logs in earlier if logs.keys() >= set(keys)])
-        if len(keys) < 2 or not (noise and noise.sd):
+        if not (noise and noise.sd):
             continue
         log_before, log_after = np.mean([before[key] for key in keys]), np.mean([after[key] for key in keys])
         change = float(np.expm1(log_after - log_before))
