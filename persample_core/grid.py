@@ -19,9 +19,9 @@ from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS
 
 DEVICES = ("cpu", "cuda")
 
-# Batch sizes per sweep and workload. The quick sweep took 8 min 46 s on a
-# 2-core CPU with one torch thread, six methods and the floor (1.5 min of it
-# compiling vmap_compiled, with inductor's cache warm); the full one goes to
+# Batch sizes per sweep and workload. The quick sweep took 7-9 min on a
+# 2-core CPU with one torch thread, six methods and the floor (2.5 min more
+# compiling vmap_compiled with inductor's cache cold); the full one goes to
 # batches where per-sample gradient memory (B x P floats; 1.2M parameters for
 # simple_cnn) starts to matter on a GPU.
 BATCH_SIZES = {
