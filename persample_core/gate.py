@@ -143,9 +143,14 @@ def noise_between_runs(history) -> dict:
     the root mean square of the differences of successive runs' log medians.
     Only where at least ``MIN_HISTORY`` runs have the point.
     """
+    return _noise([_log_medians(run) for run in history])
+
+
+def _noise(earlier: list[dict]) -> dict:
+    """``noise_between_runs`` from the runs' ``_log_medians``, oldest first."""
     values = {}
-    for run in history:
-        for key, log in _log_medians(run).items():
+    for logs in earlier:
+        for key, log in logs.items():
             values.setdefault(key, []).append(log)
     return {key: spread for key, logs in values.items() if (spread := _spread(logs))}
 
@@ -179,14 +184,15 @@ def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_A
     return change, low, high, p_value, bool(p_value < alpha and high >= threshold)
 
 
-def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, history, metrics) -> list[Change]:
-    """Each method's geometric mean over its points (two or more) on a device, where the history knows its spread."""
+def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, earlier: list[dict],
+                   metrics) -> list[Change]:
+    """Each method's geometric mean over its points (two or more) on a device, where the runs stored before
+    (``earlier``: their ``_log_medians``, oldest first) know its spread."""
     before, after = _log_medians(baseline), _log_medians(candidate)
     groups = {}
     for point, metric in sorted(before.keys() & after.keys()):
         if metric in metrics:
             groups.setdefault((point.method, point.device, metric), []).append((point, metric))
-    earlier = [_log_medians(run) for run in history]
     changes = []
     for (method, device, metric), keys in groups.items():
         if len(keys) < 2:
@@ -212,7 +218,8 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
     the baseline, for the noise between runs.
     """
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    noise = noise_between_runs(history)
+    earlier = [_log_medians(run) for run in history]  # read once, for the points' spreads and the pooled ones
+    noise = _noise(earlier)
     changes = []
     for point in sorted(baseline.samples.keys() & candidate.samples.keys()):
         series = zip(_series(baseline, point).items(), _series(candidate, point).values())
@@ -224,7 +231,7 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
                 before, after, threshold=thresholds[metric], alpha=alpha, noise=spread)
             changes.append(Change(point, metric, float(np.median(before)), float(np.median(after)),
                                   change, low, high, p_value, regressed, spread and spread.sd))
-    changes += compare_pooled(baseline, candidate, thresholds=thresholds, alpha=alpha, history=history, metrics=metrics)
+    changes += compare_pooled(baseline, candidate, thresholds=thresholds, alpha=alpha, earlier=earlier, metrics=metrics)
     return sorted(changes, key=lambda c: (not c.regressed, not isinstance(c.point, Pooled), c.point, c.metric))
 
 
