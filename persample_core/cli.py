@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from persample_core import history, sensitivity
-from persample_core.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, Pooled, compare_runs, format_changes
+from persample_core.gate import (DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, SHOWN_AS, Pooled, compare_runs,
+                                 format_changes)
 
 OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
 EXIT_CODES = {history.NoBaseline: NO_BASELINE, history.HardwareMismatch: OTHER_HARDWARE, history.HistoryError: BAD_INPUT}
@@ -55,12 +56,16 @@ def compare(args) -> int:
               f"{MIN_HISTORY} needed); verdicts rest on the rounds alone, so a shift between runs can pass for a "
               "regression: rerun a flagged point")
     if any(isinstance(c.point, Pooled) for c in changes):
-        print("'geomean of N' rows: a method over its N points both runs have, against the spread of that mean "
-              "between the stored runs")
+        print("'weighted geomean of N' rows: a method over its N points both runs have, each weighted by "
+              "1 / (its run-to-run spread)^2, against the spread of that mean between the stored runs")
     if unreadable:
         print(f"left out of the noise estimate, unreadable: {', '.join(str(path) for path in unreadable)}")
     print()
     print(format_changes(changes))
+    for change in regressions:
+        if isinstance(change.point, Pooled):
+            print(f"{change.point.id}, {SHOWN_AS[change.metric]}: weighs most " + ", ".join(
+                f"{point} {weight:.0%}" for point, weight in change.point.weights[:3]))
     common = len({c.point for c in changes if not isinstance(c.point, Pooled)})
     print(f"\n{len(regressions)} regression(s) in {common} common point(s)"
           + ("" if common else "; the runs share no point: were they made with the same sweep?"))
@@ -123,12 +128,10 @@ def main(argv=None) -> int:
     p.set_defaults(run=runs)
 
     args, rest = parser.parse_known_args(argv)
-    if args.command == "sensitivity":
-        return sensitivity.main(rest)
-    if rest:
+    if rest and args.command != "sensitivity":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        return args.run(args)
+        return sensitivity.main(rest, args.storage) if args.command == "sensitivity" else args.run(args)
     except history.HistoryError as err:
         print(f"persample: {err}", file=sys.stderr)
         return next(code for kind, code in EXIT_CODES.items() if isinstance(err, kind))

@@ -30,20 +30,21 @@ Significant means against two kinds of noise, both:
   output says so.
 
 Every method is also judged on all its points together (``Pooled``): the
-geometric mean of its metric over the points both runs have, tested against
-the spread of that mean between the stored runs. A slowdown of the method's
-own code shows at every point, while the noise of different points is largely
-independent, so the mean resolves what no single point can: on this
-project's 2-core machine a 10% slower vmap is caught in 84-98% of pairs of
-quick runs on the mean of four points, in 40-58% at one point (README,
-"How small a slowdown it catches"). A change at a few points only is left to
-the points' own rows. The mean is tested only once the spread between runs
-is known (``MIN_HISTORY`` runs with all its points): its rounds come from
-different points and say nothing of it on their own.
+geometric mean of its metric over the points both runs have, each point
+weighted by 1 / (its spread between runs)^2, tested against the spread of that
+mean between the stored runs. A slowdown of the method's own code shows at
+every point, while the noise of different points is largely independent, so
+the mean resolves what no single point can; the weights are what a common
+relative slowdown is best estimated with when points differ in noise as they
+do here (0.5% to 23% between runs on this project's 2-core machine; equal
+weights let the noisiest point set the mean's spread). A change at a few
+points only is left to the points' own rows. The mean is tested only once
+the spreads are known (``MIN_HISTORY`` runs with all its points): its rounds
+come from different points and say nothing of it on their own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import stats
@@ -53,6 +54,7 @@ from persample_core.report import render
 from persample_core.suite import FLOOR
 
 METRICS = ("ratio", "time")
+SHOWN_AS = {"ratio": "speedup", "time": "time"}  # the ratio is shown as the speedup users know
 MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
@@ -78,15 +80,17 @@ class Spread:
 
 @dataclass(frozen=True, order=True)
 class Pooled:
-    """All the points of one method on one device that both runs have, taken together by their geometric mean."""
+    """All the points of one method on one device that both runs have, taken together by their geometric mean,
+    each weighted by 1 / (its spread between runs)^2."""
 
     method: str
     device: str
     points: int
+    weights: tuple = field(default=(), compare=False)  # (point id, weight), heaviest first
 
     @property
     def id(self) -> str:
-        return f"{self.method}-{self.device} (geomean of {self.points})"
+        return f"{self.method}-{self.device} (weighted geomean of {self.points})"
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,11 @@ def _between_runs(change: float, noise: Spread) -> tuple[float, float, float]:
     return float(stats.t.sf(shift / noise.sd, noise.df)), float(np.expm1(shift - reach)), float(np.expm1(shift + reach))
 
 
+def regressed(p_value: float, high: float, *, threshold: float, alpha: float = DEFAULT_ALPHA) -> bool:
+    """The gate's rule: significant, and a slowdown of ``threshold`` lies within the 95% interval."""
+    return bool(p_value < alpha and high >= threshold)
+
+
 def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_ALPHA, noise: Spread | None = None,
                     seed: int = 0):
     """(change, low, high, p, regressed) for two sets of rounds where larger is worse.
@@ -181,13 +190,42 @@ def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_A
     if noise and noise.sd:  # (copies of one run in the history have no spread to test against)
         p_runs, low_runs, high_runs = _between_runs(change, noise)
         p_value, low, high = max(p_value, p_runs), min(low, low_runs), max(high, high_runs)
-    return change, low, high, p_value, bool(p_value < alpha and high >= threshold)
+    return change, low, high, p_value, regressed(p_value, high, threshold=threshold, alpha=alpha)
+
+
+def _weights(logs: np.ndarray) -> np.ndarray | None:
+    """Each point's weight in its method's mean: 1 / (its spread between runs)^2, from ``logs`` (runs x points),
+    summing to 1; None when a point has no spread (copies of one run)."""
+    spreads = np.sqrt(np.mean(np.diff(logs, axis=0) ** 2, axis=0))
+    if not spreads.all():
+        return None
+    weights = spreads ** -2.0
+    return weights / weights.sum()
+
+
+def _pooled_spread(logs: np.ndarray) -> Spread | None:
+    """The spread between runs of the weighted mean of ``logs`` (runs x points, ``MIN_HISTORY`` runs or more).
+
+    Each change between successive runs is weighted as learnt from the other
+    runs, so that no change is judged with weights drawn from itself. Weights
+    learnt from all the runs favour the points that happened to be quiet in
+    them, and the mean's spread comes out too small: in simulation (14 points
+    spreading by 0.5-23%) 1.4-2.5% false alarms at a nominal 1% with 5-20
+    runs stored, against 0.5-0.7% this way.
+    """
+    changes = []
+    for t in range(len(logs) - 1):
+        weights = _weights(np.delete(logs, [t, t + 1], axis=0))
+        if weights is None:
+            return None
+        changes.append((logs[t + 1] - logs[t]) @ weights)
+    return Spread(float(np.sqrt(np.mean(np.square(changes)))), len(logs))
 
 
 def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, earlier: list[dict],
                    metrics) -> list[Change]:
-    """Each method's geometric mean over its points (two or more) on a device, where the runs stored before
-    (``earlier``: their ``_log_medians``, oldest first) know its spread."""
+    """Each method's weighted geometric mean over its points (two or more) on a device, where the runs stored
+    before (``earlier``: their ``_log_medians``, oldest first) know the points' spreads and the mean's."""
     before, after = _log_medians(baseline), _log_medians(candidate)
     groups = {}
     for point, metric in sorted(before.keys() & after.keys()):
@@ -197,15 +235,19 @@ def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, earli
     for (method, device, metric), keys in groups.items():
         if len(keys) < 2:
             continue  # the mean of one point is the point's own row
-        noise = _spread([np.mean([logs[key] for key in keys]) for logs in earlier if logs.keys() >= set(keys)])
+        stored = np.array([[logs[key] for key in keys] for logs in earlier if logs.keys() >= set(keys)])
+        if len(stored) < MIN_HISTORY or (weights := _weights(stored)) is None:
+            continue
+        noise = _pooled_spread(stored)
         if not (noise and noise.sd):
             continue
-        log_before, log_after = np.mean([before[key] for key in keys]), np.mean([after[key] for key in keys])
+        log_before, log_after = (np.array([logs[key] for key in keys]) @ weights for logs in (before, after))
         change = float(np.expm1(log_after - log_before))
         p_value, low, high = _between_runs(change, noise)
-        changes.append(Change(Pooled(method, device, len(keys)), metric, float(np.exp(log_before)),
+        shares = tuple(sorted(((point.id, float(w)) for (point, _), w in zip(keys, weights)), key=lambda s: -s[1]))
+        changes.append(Change(Pooled(method, device, len(keys), shares), metric, float(np.exp(log_before)),
                               float(np.exp(log_after)), change, low, high, p_value,
-                              bool(p_value < alpha and high >= thresholds[metric]), noise.sd))
+                              regressed(p_value, high, threshold=thresholds[metric], alpha=alpha), noise.sd))
     return changes
 
 
@@ -227,10 +269,10 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
             if metric not in metrics or before is None or after is None:
                 continue
             spread = noise.get((point, metric))
-            change, low, high, p_value, regressed = compare_samples(
+            change, low, high, p_value, flag = compare_samples(
                 before, after, threshold=thresholds[metric], alpha=alpha, noise=spread)
             changes.append(Change(point, metric, float(np.median(before)), float(np.median(after)),
-                                  change, low, high, p_value, regressed, spread and spread.sd))
+                                  change, low, high, p_value, flag, spread and spread.sd))
     changes += compare_pooled(baseline, candidate, thresholds=thresholds, alpha=alpha, earlier=earlier, metrics=metrics)
     return sorted(changes, key=lambda c: (not c.regressed, not isinstance(c.point, Pooled), c.point, c.metric))
 
@@ -242,7 +284,7 @@ def _shown(change: Change, value: float) -> str:
 
 def format_changes(changes: list[Change]) -> str:
     header = ("point", "metric", "before", "after", "change", "95% interval", "run to run", "p", "verdict")
-    rows = [(c.point.id, "speedup" if c.metric == "ratio" else "time", _shown(c, c.before), _shown(c, c.after),
+    rows = [(c.point.id, SHOWN_AS[c.metric], _shown(c, c.before), _shown(c, c.after),
              f"{c.change:+.1%}", f"[{c.low:+.1%}, {c.high:+.1%}]", "-" if c.noise is None else f"±{c.noise:.1%}",
              f"{c.p_value:.3f}", "REGRESSION" if c.regressed else "ok") for c in changes]
     return render(header, rows, left=len(header))

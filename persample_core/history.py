@@ -129,7 +129,10 @@ def check_comparable(a: Run, b: Run) -> None:
                                "rerun the candidate with the baseline's --threads and --timer")
 
 
-def preceding(baseline: Run, candidate: Run, most: int = 20) -> tuple[list[Run], list[Path]]:
+HISTORY_RUNS = 20  # the most stored runs the gate learns the noise between runs from
+
+
+def preceding(baseline: Run, candidate: Run, most: int = HISTORY_RUNS) -> tuple[list[Run], list[Path]]:
     """The runs stored beside the baseline up to it (the candidate left out), timed like it, oldest first.
 
     At most the ``most`` newest. Also the paths that could not be read, which
