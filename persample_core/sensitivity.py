@@ -11,6 +11,11 @@ every other trial (false alarms) and against the slowed runs of every other
 trial (detection), point by point, on the geometric mean of the points (the
 gate's pooled row, once the history has enough runs) and for the run as a
 whole.
+
+``--stored`` asks the same of runs the suite stored (a whole sweep, of
+unchanged code), measuring nothing: each is gated against the others as they
+are, and against the others with a method's rounds scaled by each slowdown,
+which is what the wrapper does to a running method.
 """
 from __future__ import annotations
 
@@ -25,10 +30,11 @@ from pathlib import Path
 
 import torch
 
-from persample_core import gate
+from persample_core import gate, history
 from persample_core.grid import GATED_ROUNDS, SWEEPS, Point
-from persample_core.history import Run
-from persample_core.methods import BASELINE
+from persample_core.hardware import hardware_id, machine_info
+from persample_core.history import HISTORY_RUNS, Run
+from persample_core.methods import BASELINE, METHODS
 from persample_core.suite import prepare_point
 from persample_core.timing import CLOCKS, check_timer, interleaved, rounds_to_fill
 
@@ -100,50 +106,99 @@ def by_slowdown(trials: list[dict]) -> dict:
             for fraction in SLOWDOWNS}
 
 
-def flagged(runs: dict, threshold: float, *, with_history: bool = True) -> dict:
-    """``{slowdown: {row: (flagged, pairs)}}``, rows: each point id, "all points", the pooled points
-    (with history), "runs (any row)".
+def scaled(run: Run, method: str, fraction: float) -> Run:
+    """``method``'s points of ``run`` and the loop's, as if ``method`` did ``fraction`` more work on every call:
+    what ``slowed`` does, done to stored rounds. The loop's rounds stay as they were."""
+    kept = {point: rounds for point, rounds in run.samples.items() if point.method in (method, BASELINE)}
+    return replace(run, samples={point: [seconds * (1 + fraction) for seconds in rounds] if point.method == method
+                                 else rounds for point, rounds in kept.items()})
+
+
+def from_storage(runs: list[Run], method: str) -> dict:
+    """``{slowdown: [Run, ...]}``: ``method``'s points of stored runs of unchanged code, ``scaled`` at every slowdown."""
+    return {fraction: [scaled(run, method, fraction) for run in runs] for fraction in SLOWDOWNS}
+
+
+def flagged(runs: dict, thresholds, *, with_history: bool = True, method: str = "vmap", metrics=("ratio",),
+            progress=lambda line: None) -> dict:
+    """``{threshold: {slowdown: {row: (flagged, pairs)}}}``, rows: ``method``'s speedup at each of its points, at "all
+    points" and on their weighted geometric mean (the gate's pooled row, with history), and "runs (any row)":
+    any row of ``method`` flagged, speedup or time, a point or pooled.
 
     Runs of different trials only: unchanged against unchanged (each pair
     once) for false alarms, unchanged against slowed for detection.
-    ``with_history``: the gate knows the noise between runs from the unchanged
-    runs of the other trials, as it would from the runs stored before a
-    candidate; without, from the rounds alone (a new machine).
+    ``with_history``: the gate knows the noise between runs from the other
+    unchanged runs (the last ``HISTORY_RUNS``), as it would from the runs
+    stored before a candidate; without, from the rounds alone (a new machine).
     """
     unchanged = runs[0.0]
-    result = {}
+    result = {threshold: {} for threshold in thresholds}
     for fraction, candidates in runs.items():
         pairs = (itertools.combinations(range(len(unchanged)), 2) if fraction == 0 else
                  ((i, j) for i, j in itertools.product(range(len(unchanged)), range(len(candidates))) if i != j))
-        counts = {}
+        counts = {threshold: {} for threshold in thresholds}
         for i, j in pairs:
-            history = [run for k, run in enumerate(unchanged) if k not in (i, j)] if with_history else []
-            changes = gate.compare_runs(unchanged[i], candidates[j], history=history,
-                                        thresholds={"ratio": threshold}, metrics=("ratio",))
-            verdicts = dict(sorted((c.point.id, c.regressed) for c in changes if isinstance(c.point, Point)))
-            pooled = {c.point.id: [c.regressed] for c in changes if isinstance(c.point, gate.Pooled)}
-            rows = {**{point: [verdict] for point, verdict in verdicts.items()}, "all points": list(verdicts.values()),
-                    **pooled, "runs (any row)": [any(c.regressed for c in changes)]}
-            for row, flags in rows.items():
-                done, total = counts.get(row, (0, 0))
-                counts[row] = (done + sum(flags), total + len(flags))
-        result[fraction] = counts
+            history = [run for k, run in enumerate(unchanged) if k not in (i, j)][-HISTORY_RUNS:] if with_history else []
+            changes = gate.compare_runs(unchanged[i], candidates[j], history=history, metrics=metrics)
+            for threshold in thresholds:  # the rule again at each threshold: p and the interval do not depend on it
+                verdicts = [(c, gate.regressed(c.p_value, c.high, threshold=threshold)) for c in changes]
+                speedups = [(c.point, flag) for c, flag in verdicts if c.metric == "ratio" and c.point.method == method]
+                points = dict(sorted((point.id, flag) for point, flag in speedups if isinstance(point, Point)))
+                rows = {**{point: [flag] for point, flag in points.items()}, "all points": list(points.values()),
+                        **{point.id: [flag] for point, flag in speedups if isinstance(point, gate.Pooled)},
+                        "runs (any row)": [any(flag for c, flag in verdicts if c.point.method == method)]}
+                for row, flags in rows.items():
+                    done, total = counts[threshold].get(row, (0, 0))
+                    counts[threshold][row] = (done + sum(flags), total + len(flags))
+        for threshold in thresholds:
+            result[threshold][fraction] = counts[threshold]
+        progress(f"gated: {'unchanged' if fraction == 0 else f'{fraction:.0%} slower'}")
     return result
 
 
 def format_study(results: dict, threshold: float) -> str:
     """``results``: what ``flagged`` returns, as a table: a row per point, a column per slowdown."""
     fractions = sorted(results)
-    header = [f"flagged at a {threshold:.0%} threshold".ljust(30)] + [
+    width = max(30, *(len(row) + 2 for row in results[fractions[0]]))
+    header = [f"flagged at a {threshold:.0%} threshold".ljust(width)] + [
         ("none (false alarm)" if fraction == 0 else f"{fraction:.0%} slower").rjust(20) for fraction in fractions]
     lines = ["".join(header)]
     for row in results[fractions[0]]:
         cells = [f"{done / total:6.1%} ({done}/{total})".rjust(20) for done, total in (results[f][row] for f in fractions)]
-        lines.append(row.ljust(30) + "".join(cells))
+        lines.append(row.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def stored_runs(refs: list[str], storage, method: str) -> list[Run]:
+    """The runs ``refs`` name, or with none every run stored on this hardware; refused unless comparable."""
+    paths = ([history.resolve(ref, storage) for ref in refs] if refs
+             else history.stored(storage, hardware_id(machine_info())))
+    if len(paths) < 3:
+        where = "given" if refs else f"stored on this hardware under {storage}"
+        raise history.HistoryError(f"--stored needs at least 3 runs, {where}: {len(paths)}; "
+                                   "store unchanged runs with: tox -e bench")
+    runs = [history.load(path) for path in paths]
+    for run in runs[1:]:
+        history.check_comparable(runs[0], run)
+    if not any(point.method == method for point in runs[0].samples):
+        raise history.HistoryError(f"{runs[0].name} has no point of {method}; name a method it has with --method")
+    return runs
+
+
+def report(runs: dict, thresholds, *, method: str, metrics, sections=(True, False)) -> None:
+    """What ``flagged`` finds, for each of ``sections``: with the noise between runs known (True), from the rounds
+    alone (False)."""
+    for with_history in sections:
+        print("\nthe gate knowing the noise between runs (each pair's history: the other unchanged runs, as the runs "
+              "stored before a candidate):" if with_history else
+              f"\nthe gate on the rounds alone (fewer than {gate.MIN_HISTORY} runs stored):", flush=True)
+        results = flagged(runs, thresholds, with_history=with_history, method=method, metrics=metrics,
+                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+        for threshold in thresholds:
+            print(format_study(results[threshold], threshold), flush=True)
+
+
+def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
     parser = argparse.ArgumentParser(prog="persample sensitivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", choices=SWEEPS, default="quick", help="rounds as in this sweep (default: quick)")
@@ -153,7 +208,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
     parser.add_argument("--timer", choices=CLOCKS, default="cpu", help="clock, as the suite's --timer (default: cpu)")
     parser.add_argument("--save", metavar="FILE", help="also write the raw rounds of every trial to FILE (JSON)")
-    parser.add_argument("--load", metavar="FILE", help="gate the trials saved in FILE instead of measuring anew")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--load", metavar="FILE", help="gate the trials saved in FILE instead of measuring anew")
+    source.add_argument("--stored", nargs="*", metavar="RUN",
+                        help="instead of measuring, gate runs the suite stored, of unchanged code, against each other, "
+                             "with --method's rounds scaled by each slowdown: these saved ids or paths, or with none "
+                             "every run stored on this hardware (persample --storage DIR sensitivity --stored)")
+    parser.add_argument("--method", choices=[name for name in METHODS if name != BASELINE], default="vmap",
+                        help="with --stored: the method slowed (default: vmap)")
     parser.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)  # one trial, as JSON on stdout
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -165,6 +227,24 @@ def main(argv=None) -> int:
     if args.trial:
         torch.set_num_threads(args.threads)
         print(json.dumps(trial(args.sweep, args.timer)))
+        return 0
+    if args.stored is not None:
+        if args.save:
+            parser.error("--save keeps measured trials; --stored measures nothing: drop one of them")
+        runs = stored_runs(args.stored, storage, args.method)
+        commits = sorted({run.commit[:10] for run in runs})
+        first, last = (run.name.split("_", 1)[0] for run in (runs[0], runs[-1]))
+        print(f"{len(runs)} stored runs, {first} to {last}, commit(s) {', '.join(commits)}; "
+              f"{args.method}'s points, slowed by scaling its rounds; 'runs (any row)': any of its rows, speedup or "
+              "time", flush=True)
+        if len(commits) > 1:
+            print("runs of several commits: a real change between two of them counts as noise here, and can be "
+                  "flagged as a false alarm", flush=True)
+        # Each pair's history is the other runs: with enough of them that is the question a user with a history
+        # asks; with fewer, the gate can only answer from the rounds.
+        known = len(runs) - 2 >= gate.MIN_HISTORY
+        report(from_storage(runs, args.method), args.thresholds, method=args.method, metrics=gate.METRICS,
+               sections=(known,))
         return 0
     if args.save and Path(args.save).exists():
         parser.error(f"{args.save} exists: pass another --save file, nothing is overwritten")
@@ -181,14 +261,8 @@ def main(argv=None) -> int:
     print(f"points: {', '.join(p.id for p in STUDY_POINTS)}; {study['sweep']} sweep: gated rounds "
           f"{GATED_ROUNDS[study['sweep']]}; {study['threads']} thread(s), {study['timer']} clock; "
           f"{len(study['trials'])} trials, a process each", flush=True)
-    runs = by_slowdown(study["trials"])
-    for with_history in (True, False):
-        print("\nthe gate knowing the noise between runs (from the other trials' unchanged runs, as from stored runs):"
-              if with_history else f"\nthe gate on the rounds alone (fewer than {gate.MIN_HISTORY} runs stored):")
-        for threshold in args.thresholds:
-            print(format_study(flagged(runs, threshold, with_history=with_history), threshold))
+    report(by_slowdown(study["trials"]), args.thresholds, method="vmap", metrics=("ratio",))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
