@@ -36,11 +36,12 @@ mean between the stored runs. A slowdown of the method's own code shows at
 every point, while the noise of different points is largely independent, so
 the mean resolves what no single point can; the weights are what a common
 relative slowdown is best estimated with when points differ in noise as they
-do here (0.5% to 23% between runs on this project's 2-core machine; equal
-weights let the noisiest point set the mean's spread). A change at a few
-points only is left to the points' own rows. The mean is tested only once
-the spreads are known (``MIN_HISTORY`` runs with all its points): its rounds
-come from different points and say nothing of it on their own.
+do (one run's speedup varies by 0.6% to 21% across the full sweep's vmap
+points on this project's 2-core machine; equal weights let the noisiest
+point set the mean's spread). A change at a few points only is left to the
+points' own rows. The mean is tested only once the spreads are known
+(``MIN_HISTORY`` runs with all its points): its rounds come from different
+points and say nothing of it on their own.
 """
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ Every trial is a process of its own, which times every level in turn, so the
 study sees what a user's two runs would: the noise between processes as well
 as within one. Every unchanged run is then gated against the unchanged run of
 every other trial (false alarms) and against the slowed runs of every other
-trial (detection), point by point, on the geometric mean of the points (the
-gate's pooled row, once the history has enough runs) and for the run as a
-whole.
+trial (detection), point by point, on the weighted geometric mean of the
+points (the gate's pooled row, once the history has enough runs) and for the
+run as a whole.
 
 ``--stored`` asks the same of runs the suite stored (a whole sweep, of
 unchanged code), measuring nothing: each is gated against the others as they
