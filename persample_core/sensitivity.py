@@ -180,8 +180,12 @@ def stored_runs(refs: list[str], storage, method: str) -> list[Run]:
     runs = [history.load(path) for path in paths]
     for run in runs[1:]:
         history.check_comparable(runs[0], run)
-    if not any(point.method == method for point in runs[0].samples):
+    points = [point for point in runs[0].samples if point.method == method]
+    if not points:
         raise history.HistoryError(f"{runs[0].name} has no point of {method}; name a method it has with --method")
+    if all(gate.ratio_samples(runs[0], point) is None for point in points):
+        raise history.HistoryError(f"{runs[0].name} has no speedup of {method}: the loop's points are missing; "
+                                   "store runs that time the loop too (-loop- in pytest's -k)")
     return runs
 
 

@@ -377,6 +377,20 @@ def test_sensitivity_of_stored_runs_refuses_what_it_cannot_study(stored_runs, ar
     assert code == cli.BAD_INPUT and message in out, out
 
 
+def test_sensitivity_of_stored_runs_needs_the_loop_for_a_speedup(stored_runs, tmp_path):
+    """Runs of vmap alone, timed on its own: no loop to take a speedup over, and the study says so."""
+    paths = []
+    for number, path in enumerate(stored_runs["unchanged"][:3]):
+        data = json.loads(path.read_text())
+        data["benchmarks"] = [bench for bench in data["benchmarks"] if bench["extra_info"]["method"] == "vmap"]
+        for bench in data["benchmarks"]:
+            del bench["extra_info"]["baseline_rounds"]
+        paths.append(tmp_path / f"{number:04d}_vmap.json")
+        paths[-1].write_text(json.dumps(data))
+    code, out = persample("sensitivity", "--stored", *paths)
+    assert code == cli.BAD_INPUT and "has no speedup of vmap: the loop's points are missing" in out, out
+
+
 def test_sensitivity_of_stored_runs_needs_three(stored_runs, tmp_path):
     code, out = persample("--storage", tmp_path, "sensitivity", "--stored", *stored_runs["unchanged"][:2])
     assert code == cli.BAD_INPUT and "--stored needs at least 3 runs, given: 2" in out, out
