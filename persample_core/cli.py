@@ -13,6 +13,7 @@ import sys
 from persample_core import history, sensitivity
 from persample_core.gate import (DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, SHOWN_AS, Pooled, compare_runs,
                                  format_changes)
+from persample_core.hardware import this_hardware_id
 
 OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
 EXIT_CODES = {history.NoBaseline: NO_BASELINE, history.HardwareMismatch: OTHER_HARDWARE, history.HistoryError: BAD_INPUT}
@@ -25,17 +26,11 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _this_hardware() -> str:
-    from persample_core.hardware import hardware_id, machine_info
-
-    return hardware_id(machine_info())
-
-
 def compare(args) -> int:
     if args.baseline and args.candidate:
         paths = history.resolve(args.baseline, args.storage), history.resolve(args.candidate, args.storage)
     else:
-        previous, newest = history.latest_two(args.storage, _this_hardware())
+        previous, newest = history.latest_two(args.storage, this_hardware_id())
         paths = (history.resolve(args.baseline, args.storage), newest) if args.baseline else (previous, newest)
     baseline, candidate = (history.load(path) for path in paths)
     history.check_comparable(baseline, candidate)
@@ -87,8 +82,7 @@ def plot(args) -> int:
 
     from persample_core import plots
 
-    paths = ([history.resolve(ref, args.storage) for ref in args.runs] if args.runs
-             else history.stored(args.storage, _this_hardware()))
+    paths = history.named_or_here(args.runs, args.storage)
     if not paths:
         raise history.NoBaseline(f"no stored runs of this hardware under {args.storage}; store one with: tox -e bench")
     runs = [history.load(path) for path in paths]

@@ -87,6 +87,11 @@ def hardware_id(info: dict) -> str:
     return "--".join(re.sub(r"[^A-Za-z0-9.-]+", "_", part).strip("_") for part in (info["cpu_model"], gpu))
 
 
+def this_hardware_id() -> str:
+    """``hardware_id`` of the machine this runs on."""
+    return hardware_id(machine_info())
+
+
 def hardware_differences(a: dict, b: dict) -> list[str]:
     """The hardware fields on which two machine_info dicts disagree, as 'field: a != b'."""
     return [f"{key}: {a.get(key)!r} != {b.get(key)!r}" for key in HARDWARE_KEYS if a.get(key) != b.get(key)]

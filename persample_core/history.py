@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from persample_core.grid import Point
-from persample_core.hardware import hardware_differences
+from persample_core.hardware import hardware_differences, this_hardware_id
 
 DEFAULT_STORAGE = Path(".benchmarks")
 
@@ -96,6 +96,11 @@ def resolve(ref: str, storage=DEFAULT_STORAGE) -> Path:
         raise HistoryError(f"saved run id {ref!r} is ambiguous under {storage}: "
                            f"{', '.join(str(p) for p in matches)}; pass a path instead")
     return matches[0]
+
+
+def named_or_here(refs, storage=DEFAULT_STORAGE) -> list[Path]:
+    """The runs ``refs`` name (saved ids or paths), or with none every run stored for this machine's hardware."""
+    return [resolve(ref, storage) for ref in refs] if refs else stored(storage, this_hardware_id())
 
 
 def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple[Path, Path]:

@@ -32,7 +32,6 @@ import torch
 
 from persample_core import gate, history
 from persample_core.grid import GATED_ROUNDS, SWEEPS, Point
-from persample_core.hardware import hardware_id, machine_info
 from persample_core.history import HISTORY_RUNS, Run
 from persample_core.methods import BASELINE, METHODS
 from persample_core.suite import prepare_point
@@ -171,8 +170,7 @@ def format_study(results: dict, threshold: float) -> str:
 
 def stored_runs(refs: list[str], storage, method: str) -> list[Run]:
     """The runs ``refs`` name, or with none every run stored on this hardware; refused unless comparable."""
-    paths = ([history.resolve(ref, storage) for ref in refs] if refs
-             else history.stored(storage, hardware_id(machine_info())))
+    paths = history.named_or_here(refs, storage)
     if len(paths) < 3:
         where = "given" if refs else f"stored on this hardware under {storage}"
         raise history.HistoryError(f"--stored needs at least 3 runs, {where}: {len(paths)}; "
