@@ -136,9 +136,14 @@ def _log_medians(run) -> dict:
             for metric, samples in _series(run, point).items() if samples is not None}
 
 
+def _successive_rms(logs) -> np.ndarray:
+    """The root mean square of the differences of successive runs' ``logs`` (runs first, in order)."""
+    return np.sqrt(np.mean(np.diff(logs, axis=0) ** 2, axis=0))
+
+
 def _spread(logs) -> Spread | None:
     """The RMS of successive differences of ``logs`` (one value per run, in order); None below ``MIN_HISTORY`` runs."""
-    return Spread(float(np.sqrt(np.mean(np.diff(logs) ** 2))), len(logs)) if len(logs) >= MIN_HISTORY else None
+    return Spread(float(_successive_rms(logs)), len(logs)) if len(logs) >= MIN_HISTORY else None
 
 
 def noise_between_runs(history) -> dict:
@@ -197,7 +202,7 @@ def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_A
 def _weights(logs: np.ndarray) -> np.ndarray | None:
     """Each point's weight in its method's mean: 1 / (its spread between runs)^2, from ``logs`` (runs x points),
     summing to 1; None when a point has no spread (copies of one run)."""
-    spreads = np.sqrt(np.mean(np.diff(logs, axis=0) ** 2, axis=0))
+    spreads = _successive_rms(logs)
     if not spreads.all():
         return None
     weights = spreads ** -2.0
