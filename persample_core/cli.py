@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from persample_core import history, sensitivity
-from persample_core.gate import (DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, SHOWN_AS, Pooled, compare_runs,
-                                 format_changes)
+from persample_core.gate import (DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, PRIMARY_SHARE, SHOWN_AS, Pooled,
+                                 compare_runs, format_changes, primary)
 from persample_core.hardware import this_hardware_id
 
 OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
@@ -42,8 +42,11 @@ def compare(args) -> int:
     print(f"candidate {candidate.path} (commit {candidate.commit[:10]})")
     print(f"hardware  {baseline.machine.get('hardware_id')}, {baseline.machine.get('torch_threads')} torch thread(s), "
           f"{baseline.machine.get('timer', 'wall')} clock")
-    print(f"change: + is slower; regression: p < {args.alpha} "
+    print(f"change: + is slower; regression: p over all {len(changes)} rows < {args.alpha} "
           f"and the interval reaches {args.threshold_ratio:.0%} (speedup) / {args.threshold_time:.0%} (time)")
+    shares = f"; pooled speedup rows share {PRIMARY_SHARE:.0%} of {args.alpha}" if any(map(primary, changes)) else ""
+    print(f"'p, all rows': the row's p adjusted for all the rows (weighted Holm{shares}), so that unchanged code "
+          f"fails the gate at most {args.alpha:.0%} of the time")
     if len(earlier) >= MIN_HISTORY:
         print(f"noise between runs ('run to run'): from the {len(earlier)} runs stored up to the baseline")
     else:

@@ -12,9 +12,9 @@ its 95% interval reaches the threshold, i.e. a slowdown of threshold size
 cannot be ruled out. A significant 2% drift does not fire; a slowdown measured
 at 10% against a 10% threshold does.
 
-Significant means against two kinds of noise, both:
+Significant means against two kinds of noise, both (the larger p counts):
 
-- within the runs: one-sided Mann-Whitney U on the rounds (p < alpha), with a
+- within the runs: one-sided Mann-Whitney U on the rounds, with a
   bootstrap interval of the change of the medians;
 - between runs: two processes of unchanged code differ by more than their
   rounds say (on this project's shared machine, 2-4% in the speedup). That
@@ -42,6 +42,18 @@ point set the mean's spread). A change at a few points only is left to the
 points' own rows. The mean is tested only once the spreads are known
 (``MIN_HISTORY`` runs with all its points): its rounds come from different
 points and say nothing of it on their own.
+
+The verdict is on all the rows together: a run of the full sweep has hundreds,
+and at p < alpha each, some of them would flag unchanged code in most
+comparisons (26% of pairs of unchanged runs over just 30 rows here). So each
+row's p is adjusted for all the rows compared (weighted Holm), and a row
+regresses when its adjusted p < alpha: the chance that any row flags unchanged
+code is then at most alpha, however the rows depend on each other. The
+methods' pooled speedup rows share ``PRIMARY_SHARE`` of alpha, every other row
+the rest: a slowdown of a method's code is resolved on its pooled speedup, the
+suite's question and the one metric its interleaved rounds keep free of the
+machine's drift; a single point, or a time that moves with the machine by
+7-17% between runs, resolves only slowdowns large enough to show at any alpha.
 """
 from __future__ import annotations
 
@@ -59,6 +71,7 @@ SHOWN_AS = {"ratio": "speedup", "time": "time"}  # the ratio is shown as the spe
 MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
+PRIMARY_SHARE = 0.75  # of alpha, spent on the pooled speedup rows when there are any; the rest on the other rows
 
 
 @dataclass(frozen=True)
@@ -105,9 +118,10 @@ class Change:
     change: float  # after / before - 1
     low: float  # 95% interval of change
     high: float
-    p_value: float
+    p_value: float  # over all the rows compared (``compare_runs``), else the row's own
     regressed: bool
     noise: float | None = None  # standard deviation of the log change between two unchanged runs
+    p_row: float | None = None  # the row's own p, where ``p_value`` is over all the rows
 
 
 def ratio_samples(run, point) -> np.ndarray | None:
@@ -257,10 +271,40 @@ def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, earli
     return changes
 
 
+def holm(p_values, weights) -> np.ndarray:
+    """Weighted Holm adjusted p-values (Holm 1979): rows significant at ``adjusted < alpha`` include an unchanged
+    one with probability at most alpha, whatever their dependence.
+
+    Step down from the smallest ``p / weight``: a row is significant while
+    its p < alpha x its weight / the weight of the rows not yet significant,
+    so the share of each row found significant passes on to the others.
+    """
+    p, weights = np.asarray(p_values, dtype=float), np.asarray(weights, dtype=float)
+    order = np.argsort(p / weights, kind="stable")
+    left = np.cumsum(weights[order][::-1])[::-1]  # the weight of the rows not yet significant, step by step
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(p[order] / weights[order] * left))
+    return adjusted
+
+
+def primary(change: Change) -> bool:
+    """A method's pooled speedup row: where the gate spends most of alpha."""
+    return isinstance(change.point, Pooled) and change.metric == "ratio"
+
+
+def family_weights(changes: list[Change]) -> np.ndarray:
+    """Each row's share of alpha: ``PRIMARY_SHARE`` split evenly among the ``primary`` rows, the rest among the
+    other rows (all of it, where one kind is missing)."""
+    primary_rows = np.array([primary(c) for c in changes])
+    shares = ({True: PRIMARY_SHARE, False: 1 - PRIMARY_SHARE} if 0 < primary_rows.sum() < len(changes)
+              else {True: 1, False: 1})
+    return np.array([shares[kind] / np.sum(primary_rows == kind) for kind in primary_rows])
+
+
 def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA, history=(),
                  metrics=METRICS) -> list[Change]:
-    """Each of ``metrics`` at every point both runs have, and pooled per method; regressions first, pooled
-    rows first among them, then by point.
+    """Each of ``metrics`` at every point both runs have, and pooled per method, judged on p adjusted for all
+    these rows (``holm``); regressions first, pooled rows first among them, then by point.
 
     ``history``: runs stored before the candidate, oldest first, timed like
     the baseline, for the noise between runs.
@@ -280,6 +324,11 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
             changes.append(Change(point, metric, float(np.median(before)), float(np.median(after)),
                                   change, low, high, p_value, flag, spread and spread.sd))
     changes += compare_pooled(baseline, candidate, thresholds=thresholds, alpha=alpha, earlier=earlier, metrics=metrics)
+    if changes:
+        adjusted = holm([c.p_value for c in changes], family_weights(changes))
+        changes = [replace(c, p_value=float(p), p_row=c.p_value,
+                           regressed=regressed(p, c.high, threshold=thresholds[c.metric], alpha=alpha))
+                   for c, p in zip(changes, adjusted)]
     return sorted(changes, key=lambda c: (not c.regressed, not isinstance(c.point, Pooled), c.point, c.metric))
 
 
@@ -288,9 +337,15 @@ def _shown(change: Change, value: float) -> str:
     return f"{1 / value:.2f}x" if change.metric == "ratio" else f"{value * 1e3:.3g} ms"
 
 
+def _p(value: float) -> str:
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.0e}"
+
+
 def format_changes(changes: list[Change]) -> str:
-    header = ("point", "metric", "before", "after", "change", "95% interval", "run to run", "p", "verdict")
+    header = ("point", "metric", "before", "after", "change", "95% interval", "run to run", "p", "p, all rows",
+              "verdict")
     rows = [(c.point.id, SHOWN_AS[c.metric], _shown(c, c.before), _shown(c, c.after),
              f"{c.change:+.1%}", f"[{c.low:+.1%}, {c.high:+.1%}]", "-" if c.noise is None else f"±{c.noise:.1%}",
-             f"{c.p_value:.3f}", "REGRESSION" if c.regressed else "ok") for c in changes]
+             "-" if c.p_row is None else _p(c.p_row), _p(c.p_value), "REGRESSION" if c.regressed else "ok")
+            for c in changes]
     return render(header, rows, left=len(header))

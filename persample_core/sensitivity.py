@@ -106,23 +106,22 @@ def by_slowdown(trials: list[dict]) -> dict:
 
 
 def scaled(run: Run, method: str, fraction: float) -> Run:
-    """``method``'s points of ``run`` and the loop's, as if ``method`` did ``fraction`` more work on every call:
-    what ``slowed`` does, done to stored rounds. The loop's rounds stay as they were."""
-    kept = {point: rounds for point, rounds in run.samples.items() if point.method in (method, BASELINE)}
+    """``run`` as if ``method`` did ``fraction`` more work on every call: what ``slowed`` does, done to stored
+    rounds. Every other point stays as it was: its rows are the gate's too, and share its alpha."""
     return replace(run, samples={point: [seconds * (1 + fraction) for seconds in rounds] if point.method == method
-                                 else rounds for point, rounds in kept.items()})
+                                 else rounds for point, rounds in run.samples.items()})
 
 
 def from_storage(runs: list[Run], method: str) -> dict:
-    """``{slowdown: [Run, ...]}``: ``method``'s points of stored runs of unchanged code, ``scaled`` at every slowdown."""
+    """``{slowdown: [Run, ...]}``: stored runs of unchanged code, ``method`` ``scaled`` at every slowdown."""
     return {fraction: [scaled(run, method, fraction) for run in runs] for fraction in SLOWDOWNS}
 
 
-def flagged(runs: dict, thresholds, *, with_history: bool = True, method: str = "vmap", metrics=("ratio",),
+def flagged(runs: dict, thresholds, *, with_history: bool = True, method: str = "vmap",
             progress=lambda line: None) -> dict:
     """``{threshold: {slowdown: {row: (flagged, pairs)}}}``, rows: ``method``'s speedup at each of its points, at "all
     points" and on their weighted geometric mean (the gate's pooled row, with history), and "runs (any row)":
-    any row of ``method`` flagged, speedup or time, a point or pooled.
+    any row flagged, of any method, speedup or time, a point or pooled: the gate's exit status.
 
     Runs of different trials only: unchanged against unchanged (each pair
     once) for false alarms, unchanged against slowed for detection.
@@ -138,14 +137,14 @@ def flagged(runs: dict, thresholds, *, with_history: bool = True, method: str = 
         counts = {threshold: {} for threshold in thresholds}
         for i, j in pairs:
             history = [run for k, run in enumerate(unchanged) if k not in (i, j)][-HISTORY_RUNS:] if with_history else []
-            changes = gate.compare_runs(unchanged[i], candidates[j], history=history, metrics=metrics)
+            changes = gate.compare_runs(unchanged[i], candidates[j], history=history)
             for threshold in thresholds:  # the rule again at each threshold: p and the interval do not depend on it
                 verdicts = [(c, gate.regressed(c.p_value, c.high, threshold=threshold)) for c in changes]
                 speedups = [(c.point, flag) for c, flag in verdicts if c.metric == "ratio" and c.point.method == method]
                 points = dict(sorted((point.id, flag) for point, flag in speedups if isinstance(point, Point)))
                 rows = {**{point: [flag] for point, flag in points.items()}, "all points": list(points.values()),
                         **{point.id: [flag] for point, flag in speedups if isinstance(point, gate.Pooled)},
-                        "runs (any row)": [any(flag for c, flag in verdicts if c.point.method == method)]}
+                        "runs (any row)": [any(flag for _, flag in verdicts)]}
                 for row, flags in rows.items():
                     done, total = counts[threshold].get(row, (0, 0))
                     counts[threshold][row] = (done + sum(flags), total + len(flags))
@@ -187,14 +186,14 @@ def stored_runs(refs: list[str], storage, method: str) -> list[Run]:
     return runs
 
 
-def report(runs: dict, thresholds, *, method: str, metrics, sections=(True, False)) -> None:
+def report(runs: dict, thresholds, *, method: str, sections=(True, False)) -> None:
     """What ``flagged`` finds, for each of ``sections``: with the noise between runs known (True), from the rounds
     alone (False)."""
     for with_history in sections:
         print("\nthe gate knowing the noise between runs (each pair's history: the other unchanged runs, as the runs "
               "stored before a candidate):" if with_history else
               f"\nthe gate on the rounds alone (fewer than {gate.MIN_HISTORY} runs stored):", flush=True)
-        results = flagged(runs, thresholds, with_history=with_history, method=method, metrics=metrics,
+        results = flagged(runs, thresholds, with_history=with_history, method=method,
                           progress=lambda line: print(line, file=sys.stderr, flush=True))
         for threshold in thresholds:
             print(format_study(results[threshold], threshold), flush=True)
@@ -237,16 +236,15 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
         commits = sorted({run.commit[:10] for run in runs})
         first, last = (run.name.split("_", 1)[0] for run in (runs[0], runs[-1]))
         print(f"{len(runs)} stored runs, {first} to {last}, commit(s) {', '.join(commits)}; "
-              f"{args.method}'s points, slowed by scaling its rounds; 'runs (any row)': any of its rows, speedup or "
-              "time", flush=True)
+              f"{args.method}'s points slowed by scaling its rounds; 'runs (any row)': any row flagged, of any method, "
+              "speedup or time (the gate's exit status)", flush=True)
         if len(commits) > 1:
             print("runs of several commits: a real change between two of them counts as noise here, and can be "
                   "flagged as a false alarm", flush=True)
         # Each pair's history is the other runs: with enough of them that is the question a user with a history
         # asks; with fewer, the gate can only answer from the rounds.
         known = len(runs) - 2 >= gate.MIN_HISTORY
-        report(from_storage(runs, args.method), args.thresholds, method=args.method, metrics=gate.METRICS,
-               sections=(known,))
+        report(from_storage(runs, args.method), args.thresholds, method=args.method, sections=(known,))
         return 0
     if args.save and Path(args.save).exists():
         parser.error(f"{args.save} exists: pass another --save file, nothing is overwritten")
@@ -263,7 +261,7 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
     print(f"points: {', '.join(p.id for p in STUDY_POINTS)}; {study['sweep']} sweep: gated rounds "
           f"{GATED_ROUNDS[study['sweep']]}; {study['threads']} thread(s), {study['timer']} clock; "
           f"{len(study['trials'])} trials, a process each", flush=True)
-    report(by_slowdown(study["trials"]), args.thresholds, method="vmap", metrics=("ratio",))
+    report(by_slowdown(study["trials"]), args.thresholds, method="vmap")
     return 0
 
 if __name__ == "__main__":
