@@ -233,6 +233,8 @@ def test_gate_reports_a_methods_points_together_first(stored_runs, tmp_path):
     code, out = persample("compare", tmp_path / stored_runs["unchanged"][-1].name, tmp_path / stored_runs["slowed"].name,
                           "--threshold-time", "0.5")
     assert code == cli.REGRESSION and "'weighted geomean of N' rows: a method over its N points" in out, out
+    # 12 rows: vmap's speedup at the two points, six times, vmap's pooled speedup and three pooled times
+    assert "regression: p over all 12 rows < 0.01" in out and "pooled speedup rows share 75% of 0.01" in out, out
     rows = [line.split() for line in out.splitlines() if line.startswith(("mlp-", "vmap-", "loop-", "floor-"))]
     assert rows[0][:2] == ["vmap-cpu", "(weighted"] and rows[0][5] == "speedup" and rows[0][-1] == "REGRESSION", out
     assert {" ".join(row[:5]) for row in rows} >= {"loop-cpu (weighted geomean of 2)", "floor-cpu (weighted geomean of 2)"}, out
