@@ -242,10 +242,10 @@ def _pooled_spread(logs: np.ndarray) -> Spread | None:
     return Spread(float(np.sqrt(np.mean(np.square(changes)))), len(logs))
 
 
-def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, earlier: list[dict],
-                   metrics) -> list[Change]:
+def compare_pooled(baseline, candidate, *, earlier: list[dict], metrics) -> list[Change]:
     """Each method's weighted geometric mean over its points (two or more) on a device, where the runs stored
-    before (``earlier``: their ``_log_medians``, oldest first) know the points' spreads and the mean's."""
+    before (``earlier``: their ``_log_medians``, oldest first) know the points' spreads and the mean's; not yet
+    judged (``regressed`` False): ``compare_runs`` judges it with all the rows."""
     before, after = _log_medians(baseline), _log_medians(candidate)
     groups = {}
     for point, metric in sorted(before.keys() & after.keys()):
@@ -266,8 +266,7 @@ def compare_pooled(baseline, candidate, *, thresholds: dict, alpha: float, earli
         p_value, low, high = _between_runs(change, noise)
         shares = tuple(sorted(((point.id, float(w)) for (point, _), w in zip(keys, weights)), key=lambda s: -s[1]))
         changes.append(Change(Pooled(method, device, len(keys), shares), metric, float(np.exp(log_before)),
-                              float(np.exp(log_after)), change, low, high, p_value,
-                              regressed(p_value, high, threshold=thresholds[metric], alpha=alpha), noise.sd))
+                              float(np.exp(log_after)), change, low, high, p_value, False, noise.sd))
     return changes
 
 
@@ -319,11 +318,11 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
             if metric not in metrics or before is None or after is None:
                 continue
             spread = noise.get((point, metric))
-            change, low, high, p_value, flag = compare_samples(
+            change, low, high, p_value, _ = compare_samples(  # judged below, with all the rows
                 before, after, threshold=thresholds[metric], alpha=alpha, noise=spread)
             changes.append(Change(point, metric, float(np.median(before)), float(np.median(after)),
-                                  change, low, high, p_value, flag, spread and spread.sd))
-    changes += compare_pooled(baseline, candidate, thresholds=thresholds, alpha=alpha, earlier=earlier, metrics=metrics)
+                                  change, low, high, p_value, False, spread and spread.sd))
+    changes += compare_pooled(baseline, candidate, earlier=earlier, metrics=metrics)
     if changes:
         adjusted = holm([c.p_value for c in changes], family_weights(changes))
         changes = [replace(c, p_value=float(p), p_row=c.p_value,

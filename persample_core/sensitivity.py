@@ -264,5 +264,6 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
     report(by_slowdown(study["trials"]), args.thresholds, method="vmap")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
