@@ -1,4 +1,11 @@
-"""What every benchmark here shares: today's grid as params, and a setup that skips, saying why.
+"""What every benchmark here shares: today's harness, today's grid as params, and a setup that skips, saying why.
+
+asv installs the package from the commit under test and takes this suite from
+today's tree. Only the code under test, ``persample_core``, may come from that
+commit: the code that times (``persample_bench``, and the run format of
+``persample_gate``) is loaded from today's tree beside this suite, so every
+commit is timed by today's rules (heap policy, interleaving, warm-up) and a
+change to the harness shows in no commit's history.
 
 Device handling lives here once. Nothing here touches CUDA at import: asv
 imports this suite to discover it and, with ``--launch-method forkserver``,
@@ -9,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,21 +26,37 @@ from pathlib import Path
 import torch
 from asv_runner.benchmarks.mark import SkipNotImplemented
 
-# asv installs persample_core from the commit under test, which may predate any
-# of these names; then every point skips with the reason instead of the whole
-# suite failing to import.
+REPO = Path(__file__).resolve().parents[1]
+TODAYS = ("persample_gate", "persample_bench")  # in import order: the harness imports the run format
+
+
+def from_todays_tree(name: str):
+    """Import package ``name`` from the source tree beside this suite, whatever version is installed."""
+    spec = importlib.util.spec_from_file_location(name, REPO / name / "__init__.py",
+                                                  submodule_search_locations=[str(REPO / name)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+for _name in TODAYS:
+    if Path(getattr(sys.modules.get(_name), "__file__", "") or "").parent != REPO / _name:
+        from_todays_tree(_name)
+
+# The commit's persample_core may predate any name today's harness needs; then
+# every point skips with the reason instead of the whole suite failing to import.
 try:
-    from persample_core.grid import Point, current_sweep, in_sweep
-    from persample_core.methods import BASELINE, MethodUnavailable
-    from persample_core.suite import prepare_point
-    from persample_core.timing import interleaved, is_out_of_memory
+    from persample_bench.grid import current_sweep, in_sweep
+    from persample_bench.prepare import prepare_point
+    from persample_bench.timing import interleaved, is_out_of_memory
+    from persample_core import BASELINE, MethodUnavailable
+    from persample_gate.runs import Point
 except ImportError as err:
     MISSING: ImportError | None = err
 else:
     MISSING = None
-
-REPO = Path(__file__).resolve().parents[1]
-AXES_SCRIPT = "import json; from persample_core.grid import axes; print(json.dumps(axes()))"
+AXES_SCRIPT = "import json; from persample_bench.grid import axes; print(json.dumps(axes()))"
 
 
 def todays_axes() -> dict[str, list]:
@@ -43,11 +67,12 @@ def todays_axes() -> dict[str, list]:
     parameter combination by index. Params read from the installed package
     would shift those indices in any commit that has fewer methods or
     workloads, and results would be stored under the wrong names. So the
-    params are today's ``persample_core.grid.axes()``, computed in a child
+    params are today's ``persample_bench.grid.axes()``, computed in a child
     process started in the source tree, and cached under ``.asv/`` keyed by
     the source and the sweep, so that not every benchmark process pays for it.
     """
-    source = b"".join(path.read_bytes() for path in sorted((REPO / "persample_core").glob("*.py")))
+    source = b"".join(path.read_bytes() for package in ("persample_core", "persample_bench")
+                      for path in sorted((REPO / package).glob("*.py")))
     key = hashlib.sha256(os.environ.get("PERSAMPLE_SWEEP", "").encode() + source).hexdigest()[:16]
     cache = REPO / ".asv" / f"axes-{key}.json"
     if not cache.exists():

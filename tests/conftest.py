@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from persample_core import MethodUnavailable
-from persample_core.gate import MIN_HISTORY
+from persample_gate.gate import MIN_HISTORY
 
 REPO = Path(__file__).resolve().parent.parent
 # A -k expression for the loop, vmap and floor points alone (benchmark ids are
@@ -71,7 +71,7 @@ def bench(storage, *extra, slowdown=0.0, expect=0):
 
 
 def persample(*args):
-    proc = subprocess.run([sys.executable, "-m", "persample_core.cli", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "persample_gate.cli", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -90,6 +90,3 @@ def stored_runs(tmp_path_factory):
     slowed, slowed_gate = bench(storage, "--gate", slowdown=1.0, expect=1)
     return {"base": base, "rerun": unchanged[1], "unchanged": unchanged, "slowed": slowed,
             "first_gate": first_gate, "slowed_gate": slowed_gate}
-
-
-pytest_plugins = ["tests.benchmark_plugin"]

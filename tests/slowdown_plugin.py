@@ -6,8 +6,8 @@ regression of the code would, so the gate is tested on real timings.
 import os
 
 from persample_core.methods import METHODS
-from persample_core.sensitivity import slowed
-from persample_core.timing import CLOCKS
+from persample_bench.timing import slowed
+from persample_bench.timing import CLOCKS
 
 
 def pytest_configure(config):

@@ -12,8 +12,8 @@ from asv_runner.benchmarks.mark import SkipNotImplemented  # noqa: E402
 from asv_runner.discovery import disc_benchmarks  # noqa: E402
 
 from persample_core import methods  # noqa: E402
-from persample_core.grid import axes  # noqa: E402
-from persample_core.sensitivity import slowed  # noqa: E402
+from persample_bench.grid import axes  # noqa: E402
+from persample_bench.timing import slowed  # noqa: E402
 from persample_core.methods import MethodUnavailable  # noqa: E402
 from persample_core.reference import ReferenceMismatch  # noqa: E402
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persample_core import cli, gate, history
-from persample_core.grid import Point
+from persample_gate import cli, gate, history
+from persample_gate.runs import Point
 from tests.conftest import UNCHANGED_RUNS, persample
 
 
@@ -352,7 +352,7 @@ def test_history_lists_runs_oldest_first(stored_runs):
 def test_slowed_does_proportionally_more_work():
     import time
 
-    from persample_core.sensitivity import slowed
+    from persample_bench.timing import slowed
 
     def work():
         time.sleep(0.02)
@@ -364,7 +364,7 @@ def test_slowed_does_proportionally_more_work():
 
 
 def test_sensitivity_counts_flagged_pairs_across_trials():
-    from persample_core.sensitivity import flagged, format_study
+    from persample_gate.sensitivity import flagged, format_study
 
     point = Point("mlp", "vmap", 64, "cpu")
 
@@ -379,7 +379,7 @@ def test_sensitivity_counts_flagged_pairs_across_trials():
 
 
 def test_scaled_slows_the_method_and_leaves_the_loop_alone():
-    from persample_core.sensitivity import scaled
+    from persample_gate.sensitivity import scaled
 
     loop, floor = Point("mlp", "loop", 64, "cpu"), Point("mlp", "floor", 64, "cpu")
     run = history.Run(Path("r"), {}, "", {POINT: [1.0, 2.0], loop: [4.0, 4.0], floor: [0.5]}, {POINT: [4.0, 4.0]})

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 import persample_core.methods as methods
 from persample_core import MethodUnavailable, compile_seconds, make_workload, per_sample_grads, prepare
-from persample_core.grid import Point
-from persample_core.suite import prepare_point
+from persample_gate.runs import Point
+from persample_bench.prepare import prepare_point
 
 pytest_plugins = ["pytester"]
 

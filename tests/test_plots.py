@@ -1,7 +1,7 @@
 """Figures are made from real stored runs."""
 import pytest
 
-from persample_core import history, plots
+from persample_gate import history, plots
 from tests.conftest import persample
 
 pytest.importorskip("matplotlib", reason="plots need matplotlib (the test extra installs it)")

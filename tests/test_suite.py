@@ -7,11 +7,15 @@ import sys
 import pytest
 import torch
 
-from persample_core import hardware, make_workload, memory, suite, timing
-from persample_core.grid import Point, axes, in_sweep, points
-from persample_core.report import derive, summary_table
+from persample_bench import memory, timing
+from persample_bench import prepare as suite
+from persample_core import make_workload
+from persample_gate import machine as hardware
+from persample_bench.grid import axes, in_sweep, points
+from persample_gate.runs import Point
+from persample_gate.summary import derive, summary_table
 from tests.conftest import CORE_METHODS
-from tests.test_benchmarks import prepare_or_skip
+from persample_bench.bench import prepare_or_skip
 
 
 def test_synchronized_waits_for_cuda_after_the_call(monkeypatch):
@@ -55,7 +59,7 @@ def test_out_of_memory_point_is_skipped_with_a_reason(monkeypatch, error):
     def oom(point):
         raise error
 
-    monkeypatch.setattr("tests.test_benchmarks.prepare_point", oom)
+    monkeypatch.setattr("persample_bench.bench.prepare_point", oom)
     with pytest.raises(pytest.skip.Exception, match="out of memory at B=512 on cpu"):
         prepare_or_skip(Point("simple_cnn", "vmap", 512, "cpu"))
 
@@ -64,7 +68,7 @@ def test_other_runtime_errors_are_not_hidden_as_skips(monkeypatch):
     def broken(point):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr("tests.test_benchmarks.prepare_point", broken)
+    monkeypatch.setattr("persample_bench.bench.prepare_point", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         prepare_or_skip(Point("mlp", "vmap", 2, "cpu"))
 
@@ -135,8 +139,8 @@ def test_cpu_peak_memory_sees_the_call_and_not_what_came_before():
 
 FAULTS_PER_CALL = """
 import resource
-from persample_core.grid import Point
-from persample_core.suite import prepare_point
+from persample_gate.runs import Point
+from persample_bench.prepare import prepare_point
 point = prepare_point(Point("mlp", "vmap", 64, "cpu"))  # keeps the heap, checks, warms up
 for _ in range(5):  # faults per call, as timed rounds would be
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

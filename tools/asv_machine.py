@@ -18,7 +18,7 @@ import re
 
 from asv.machine import Machine, MachineCollection
 
-from persample_core.hardware import gpu_name
+from persample_bench.hardware import gpu_name
 
 
 def machine_entry(gpu: str | None) -> dict[str, str]:

@@ -62,9 +62,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import stats
 
-from persample_core.methods import BASELINE
-from persample_core.report import render
-from persample_core.suite import FLOOR
+from persample_gate.summary import render
 
 METRICS = ("ratio", "time")
 SHOWN_AS = {"ratio": "speedup", "time": "time"}  # the ratio is shown as the speedup users know
@@ -125,13 +123,13 @@ class Change:
 
 
 def ratio_samples(run, point) -> np.ndarray | None:
-    """The method's time over the loop's, one value per round."""
-    if point.method in (BASELINE, FLOOR):
+    """The method's time over the baseline's (the loop's), one value per round."""
+    if point.method in (run.baseline, run.floor):
         return None
     samples = np.asarray(run.samples[point])
     if point in run.baseline_rounds:
         return samples / np.asarray(run.baseline_rounds[point])
-    loop = run.samples.get(replace(point, method=BASELINE))
+    loop = run.samples.get(replace(point, method=run.baseline))
     return None if loop is None else samples / np.median(loop)
 
 

@@ -16,9 +16,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from persample_core.methods import METHODS
-from persample_core.report import derive
-from persample_core.suite import FLOOR
+from persample_gate.summary import derive
 
 
 def _pyplot():
@@ -34,7 +32,8 @@ def _pyplot():
 
 def figures_of(run) -> dict:
     """{point: {time_per_sample, speedup_over_loop, floor_multiple, peak_memory_bytes, gradient_bytes}}."""
-    derived = derive({point: statistics.median(rounds) for point, rounds in run.samples.items()})
+    derived = derive({point: statistics.median(rounds) for point, rounds in run.samples.items()},
+                     baseline=run.baseline, floor_name=run.floor)
     return {point: {**figures, "peak_memory_bytes": run.extra.get(point, {}).get("peak_memory_bytes"),
                     "gradient_bytes": run.extra.get(point, {}).get("gradient_bytes")}
             for point, figures in derived.items()}
@@ -49,19 +48,20 @@ def _series(figures: dict, key: str, label=lambda point: point.method):
     return series
 
 
-def _color(method: str) -> str:
-    """One colour per method in every figure (matplotlib's cycle, in registry order)."""
-    names = [*METHODS, FLOOR]
-    return f"C{names.index(method) % 10}" if method in names else "k"
+def colours(run) -> dict:
+    """One colour per method of ``run`` in every figure of it (matplotlib's cycle): the baseline first, the floor
+    last."""
+    names = sorted({point.method for point in run.samples}, key=lambda m: (m == run.floor, m != run.baseline, m))
+    return {name: f"C{index % 10}" for index, name in enumerate(names)}
 
 
-def _panels(plt, series, title, ylabel, *, logy=True, dashed=(FLOOR,), reference=None):
+def _panels(plt, series, title, ylabel, *, colour, dashed, logy=True, reference=None):
     panels = sorted(series)
     fig, axes = plt.subplots(1, len(panels), figsize=(max(7, 5 * len(panels)), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         for method, xy in sorted(series[panel].items()):
             xs, ys = zip(*xy)
-            ax.plot(xs, ys, "--x" if method in dashed else "-o", label=method, markersize=4, color=_color(method))
+            ax.plot(xs, ys, "--x" if method in dashed else "-o", label=method, markersize=4, color=colour.get(method, "k"))
         if reference and reference.get(panel):
             ax.plot(*zip(*sorted(next(iter(reference[panel].values())))), "k:", label="B x P gradients")
         ax.set_xscale("log", base=2)
@@ -86,17 +86,17 @@ def sweep_figures(run, out: Path) -> list[Path]:
     """Time per sample, speedup and memory of one run."""
     plt = _pyplot()
     label = f"run {run.path.name[:4]} at {run.commit[:7]} on {run.machine.get('hardware_id', '?')}"
-    figures = figures_of(run)
+    figures, style = figures_of(run), {"colour": colours(run), "dashed": (run.floor,)}
     written = _save(_panels(plt, _series(figures, "time_per_sample"), f"time per sample, {label}",
-                            "seconds per sample"), out, "time_per_sample")
-    written += _save(_panels(plt, _series(figures, "speedup_over_loop"), f"speedup over loop, {label}",
-                             "x faster than loop"), out, "speedup")
+                            "seconds per sample", **style), out, "time_per_sample")
+    written += _save(_panels(plt, _series(figures, "speedup_over_loop"), f"speedup over {run.baseline}, {label}",
+                             f"x faster than {run.baseline}", **style), out, "speedup")
     # The floor writes into a buffer kept from its warm-up: its peak is not a method's.
-    peaks = _series({p: f for p, f in figures.items() if p.method != FLOOR}, "peak_memory_bytes")
+    peaks = _series({p: f for p, f in figures.items() if p.method != run.floor}, "peak_memory_bytes")
     if peaks:
-        minimum = _series({p: f for p, f in figures.items() if p.method == FLOOR}, "gradient_bytes")
-        written += _save(_panels(plt, peaks, f"peak memory of one call, {label}", "bytes", reference=minimum),
-                         out, "memory")
+        minimum = _series({p: f for p, f in figures.items() if p.method == run.floor}, "gradient_bytes")
+        written += _save(_panels(plt, peaks, f"peak memory of one call, {label}", "bytes", reference=minimum,
+                                 **style), out, "memory")
     plt.close("all")
     return written
 

@@ -12,14 +12,10 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from persample_core.grid import Point
-from persample_core.memory import keep_freed_memory
-from persample_core.methods import METHODS, compile_seconds, prepare
-from persample_core.reference import assert_matches_reference
-from persample_core.timing import floor, synchronized, trainable_numel
-from persample_core.workloads import make_workload
-
-FLOOR = "floor"
+from persample_bench.memory import keep_freed_memory
+from persample_bench.timing import floor, synchronized, trainable_numel
+from persample_core import METHODS, assert_matches_reference, compile_seconds, make_workload, prepare
+from persample_gate.runs import FLOOR, Point
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 12345
 

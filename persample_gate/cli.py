@@ -3,19 +3,20 @@
 Exit codes of ``persample compare``: 0 no regression, 1 regression,
 2 unusable input (missing, corrupt or unknown run, or two runs timed with
 different threads or clocks), 3 no baseline yet (the first run on new
-hardware: normal, not a failure), 4 runs from different hardware.
+hardware: normal, not a failure), 4 runs from different hardware, 5 a
+measuring process failed (``persample sensitivity``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from persample_core import history, sensitivity
-from persample_core.gate import (DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, PRIMARY_SHARE, SHOWN_AS, Pooled,
+from persample_gate import history, sensitivity, workers
+from persample_gate.gate import (DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, PRIMARY_SHARE, SHOWN_AS, Pooled,
                                  compare_runs, format_changes, primary)
-from persample_core.hardware import this_hardware_id
+from persample_gate.machine import this_hardware_id
 
-OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE = 0, 1, 2, 3, 4
+OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE, MEASUREMENT_FAILED = 0, 1, 2, 3, 4, 5
 EXIT_CODES = {history.NoBaseline: NO_BASELINE, history.HardwareMismatch: OTHER_HARDWARE, history.HistoryError: BAD_INPUT}
 
 
@@ -83,7 +84,7 @@ def runs(args) -> int:
 def plot(args) -> int:
     from pathlib import Path
 
-    from persample_core import plots
+    from persample_gate import plots
 
     paths = history.named_or_here(args.runs, args.storage)
     if not paths:
@@ -132,6 +133,9 @@ def main(argv=None) -> int:
     except history.HistoryError as err:
         print(f"persample: {err}", file=sys.stderr)
         return next(code for kind, code in EXIT_CODES.items() if isinstance(err, kind))
+    except workers.WorkerFailed as err:
+        print(f"persample: {err}", file=sys.stderr)
+        return BAD_INPUT if err.refused else MEASUREMENT_FAILED
 
 
 if __name__ == "__main__":

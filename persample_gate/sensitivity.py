@@ -2,8 +2,9 @@
 
 A benchmark script, not a test: ``persample sensitivity``. It times a small
 grid the way the pytest-benchmark suite does (loop and vmap in interleaved
-rounds, as many as the sweep's GATED_ROUNDS give), with slowdowns of 3, 5, 10
-and 20% injected into vmap by a wrapper that does proportionally more work.
+rounds, in a measuring process of the harness: ``persample_bench.worker``),
+with slowdowns of 3, 5, 10 and 20% injected into vmap by a wrapper that does
+proportionally more work.
 Every trial is a process of its own, which times every level in turn, so the
 study sees what a user's two runs would: the noise between processes as well
 as within one. Every unchanged run is then gated against the unchanged run of
@@ -22,86 +23,43 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from persample_core import gate, history
-from persample_core.grid import GATED_ROUNDS, SWEEPS, Point
-from persample_core.history import HISTORY_RUNS, Run
-from persample_core.methods import BASELINE, METHODS
-from persample_core.suite import prepare_point
-from persample_core.timing import CLOCKS, check_timer, interleaved, rounds_to_fill
+from persample_gate import gate, history, workers
+from persample_gate.history import HISTORY_RUNS
+from persample_gate.runs import Point, Run
 
 SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)
 STUDY_POINTS = (Point("simple_cnn", "vmap", 8, "cpu"), Point("simple_cnn", "vmap", 32, "cpu"),
                 Point("mlp", "vmap", 64, "cpu"), Point("tiny_transformer", "vmap", 64, "cpu"))
 
 
-def slowed(fn, fraction: float, clock=time.perf_counter):
-    """``fn`` doing ``fraction`` more work: after each call it spins for that share of the call's time.
-
-    ``clock`` is the clock the call is timed with, so that the added work is
-    the same share on it. Wrap a synchronised callable (a prepared point's
-    ``run``) so that on CUDA the call's time is the GPU's, not the launch's.
-    """
-
-    def slow(*args):
-        start = clock()
-        out = fn(*args)
-        until = start + (clock() - start) * (1 + fraction)
-        while clock() < until:
-            pass
-        return out
-
-    return slow
-
-
-def measure(prepared: dict, fraction: float, sweep: str, clock) -> dict:
-    """One run of the study's grid: ``{point: (vmap rounds, loop rounds)}``, vmap slowed by ``fraction``."""
-    min_rounds, max_time = GATED_ROUNDS[sweep]
-    result = {}
-    for point, (loop, vmap) in prepared.items():
-        fns = {"loop": loop.run, "vmap": slowed(vmap.run, fraction, clock) if fraction else vmap.run}
-        rounds = interleaved(fns, rounds=rounds_to_fill(fns, min_rounds, max_time), warmup=0, clock=clock)
-        result[point] = (rounds["vmap"], rounds["loop"])
-    return result
-
-
-def trial(sweep: str, timer: str, points=STUDY_POINTS) -> dict:
-    """``{slowdown: {point id: (vmap rounds, loop rounds)}}``: every level once, in turn, in this process."""
-    prepared = {point: (prepare_point(replace(point, method=BASELINE)), prepare_point(point)) for point in points}
-    return {fraction: {point.id: rounds for point, rounds in measure(prepared, fraction, sweep, CLOCKS[timer]).items()}
-            for fraction in SLOWDOWNS}
-
-
-def as_run(name: str, rounds: dict, points=STUDY_POINTS) -> Run:
-    by_id = {point.id: point for point in points}
-    return Run(Path(name), {}, "", {by_id[i]: vmap for i, (vmap, _) in rounds.items()},
-               {by_id[i]: loop for i, (_, loop) in rounds.items()})
+def as_run(name: str, trial: dict, fraction: float) -> Run:
+    """One level of a trial (what ``persample_bench.worker`` answered) as a run the gate can compare."""
+    points = {point_id: Point(*fields) for point_id, fields in trial["points"].items()}
+    rounds = trial["levels"][str(fraction)]
+    return Run(Path(name), trial["machine"], "", {points[i]: method for i, (method, _) in rounds.items()},
+               {points[i]: baseline for i, (_, baseline) in rounds.items()})
 
 
 def collect(sweep: str, trials: int, threads: int, timer: str, progress=print) -> list[dict]:
-    """What ``trial`` returns, from each of ``trials`` processes, one after the other."""
+    """What the worker answers, from each of ``trials`` processes, one after the other."""
+    request = {"points": [[p.workload, p.method, p.batch_size, p.device] for p in STUDY_POINTS],
+               "slowdowns": SLOWDOWNS, "sweep": sweep, "threads": threads, "timer": timer}
     results = []
     for number in range(trials):
         started = time.perf_counter()
-        child = subprocess.run([sys.executable, "-m", "persample_core.sensitivity", "--trial", "--sweep", sweep,
-                                "--threads", str(threads), "--timer", timer], capture_output=True, text=True)
-        if child.returncode != 0:
-            raise RuntimeError(f"trial {number + 1} failed:\n{child.stderr[-3000:]}")
-        results.append(json.loads(child.stdout))
+        results.append(workers.measure(request))
         progress(f"trial {number + 1}/{trials} ({time.perf_counter() - started:.0f} s)")
     return results
 
 
 def by_slowdown(trials: list[dict]) -> dict:
     """``{slowdown: [Run, ...]}``: the trials' runs, one per trial at every level."""
-    return {fraction: [as_run(f"trial{number}-{fraction:.0%}", trial_[str(fraction)]) for number, trial_ in enumerate(trials)]
+    return {fraction: [as_run(f"trial{number}-{fraction:.0%}", trial, fraction) for number, trial in enumerate(trials)]
             for fraction in SLOWDOWNS}
 
 
@@ -202,12 +160,12 @@ def report(runs: dict, thresholds, *, method: str, sections=(True, False)) -> No
 def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
     parser = argparse.ArgumentParser(prog="persample sensitivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", choices=SWEEPS, default="quick", help="rounds as in this sweep (default: quick)")
+    parser.add_argument("--sweep", default="quick", help="rounds as in this sweep (default: quick)")
     parser.add_argument("--trials", type=int, default=12, help="processes, each timing every level (default: 12)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.10, 0.05],
                         help="gate thresholds to report (default: 0.10 0.05)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
-    parser.add_argument("--timer", choices=CLOCKS, default="cpu", help="clock, as the suite's --timer (default: cpu)")
+    parser.add_argument("--timer", default="cpu", help="wall or cpu, as the suite's --timer (default: cpu)")
     parser.add_argument("--save", metavar="FILE", help="also write the raw rounds of every trial to FILE (JSON)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--load", metavar="FILE", help="gate the trials saved in FILE instead of measuring anew")
@@ -215,20 +173,10 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
                         help="instead of measuring, gate runs the suite stored, of unchanged code, against each other, "
                              "with --method's rounds scaled by each slowdown: these saved ids or paths, or with none "
                              "every run stored on this hardware (persample --storage DIR sensitivity --stored)")
-    parser.add_argument("--method", choices=[name for name in METHODS if name != BASELINE], default="vmap",
-                        help="with --stored: the method slowed (default: vmap)")
-    parser.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)  # one trial, as JSON on stdout
+    parser.add_argument("--method", default="vmap", help="with --stored: the method slowed (default: vmap)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
-    try:
-        check_timer(args.timer, args.threads)
-    except ValueError as err:
-        parser.error(str(err))
-    if args.trial:
-        torch.set_num_threads(args.threads)
-        print(json.dumps(trial(args.sweep, args.timer)))
-        return 0
     if args.stored is not None:
         if args.save:
             parser.error("--save keeps measured trials; --stored measures nothing: drop one of them")
@@ -258,8 +206,8 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
                                    progress=lambda line: print(line, file=sys.stderr, flush=True))}
         if args.save:
             Path(args.save).write_text(json.dumps(study))
-    print(f"points: {', '.join(p.id for p in STUDY_POINTS)}; {study['sweep']} sweep: gated rounds "
-          f"{GATED_ROUNDS[study['sweep']]}; {study['threads']} thread(s), {study['timer']} clock; "
+    print(f"points: {', '.join(p.id for p in STUDY_POINTS)}; {study['sweep']} sweep's gated rounds; "
+          f"{study['threads']} thread(s), {study['timer']} clock; "
           f"{len(study['trials'])} trials, a process each", flush=True)
     report(by_slowdown(study["trials"]), args.thresholds, method="vmap")
     return 0

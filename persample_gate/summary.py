@@ -7,20 +7,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from persample_core.grid import Point
-from persample_core.methods import BASELINE
-from persample_core.suite import FLOOR
+from persample_gate.runs import BASELINE, FLOOR, Point
 
 
-def derive(medians: dict[Point, float]) -> dict[Point, dict]:
+def derive(medians: dict[Point, float], *, baseline: str = BASELINE, floor_name: str = FLOOR) -> dict[Point, dict]:
     """``{point: {time_per_sample, speedup_over_loop, floor_multiple}}``; None where the partner is missing."""
     derived = {}
     for point, median in medians.items():
-        loop = medians.get(replace(point, method=BASELINE))
-        floor = medians.get(replace(point, method=FLOOR))
+        loop = medians.get(replace(point, method=baseline))
+        floor = medians.get(replace(point, method=floor_name))
         derived[point] = {
             "time_per_sample": median / point.batch_size,
-            "speedup_over_loop": loop / median if loop and point.method != FLOOR else None,
+            "speedup_over_loop": loop / median if loop and point.method != floor_name else None,
             "floor_multiple": median / floor if floor else None,
         }
     return derived
@@ -55,16 +53,17 @@ def render(header, rows, left: int) -> str:
     return "\n".join(lines)
 
 
-def summary_table(medians: dict[Point, float], memory: dict | None = None) -> str:
-    """One row per point, grouped by workload, device and batch size; the floor last in each group.
+def summary_table(medians: dict[Point, float], memory: dict | None = None, *, baseline: str = BASELINE,
+                  floor_name: str = FLOOR) -> str:
+    """One row per point, grouped by workload, device and batch size; the baseline first, the floor last.
 
     ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes).
     """
-    derived, memory = derive(medians), memory or {}
+    derived, memory = derive(medians, baseline=baseline, floor_name=floor_name), memory or {}
     header = ("workload", "device", "B", "method", "median", "per sample", "vs loop", "x floor", "peak mem", "x min")
     rows, previous = [], None
     for point in sorted(medians, key=lambda p: (p.workload, p.device, p.batch_size,
-                                                p.method == FLOOR, p.method != BASELINE, p.method)):
+                                                p.method == floor_name, p.method != baseline, p.method)):
         group = (point.workload, point.device, str(point.batch_size))
         d = derived[point]
         peak, minimum = memory.get(point, (None, None))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from persample_core.timing import synchronize
+from persample_bench.timing import synchronize
 
 _STATUS = Path("/proc/self/status")
 

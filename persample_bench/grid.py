@@ -11,11 +11,11 @@ The sweep is chosen by ``PERSAMPLE_SWEEP`` (``quick``, the default, or
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from persample_core.methods import METHODS
 from persample_core.validate import check_choice
 from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS
+from persample_gate.runs import Point
 
 DEVICES = ("cpu", "cuda")
 
@@ -56,20 +56,6 @@ def current_sweep() -> str:
     sweep = os.environ.get("PERSAMPLE_SWEEP", "quick")
     check_choice("sweep (PERSAMPLE_SWEEP)", sweep, BATCH_SIZES)
     return sweep
-
-
-@dataclass(frozen=True, order=True)
-class Point:
-    """One measurement: a method on a workload at a batch size on a device."""
-
-    workload: str
-    method: str
-    batch_size: int
-    device: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.workload}-{self.method}-B{self.batch_size}-{self.device}"
 
 
 def axes(sweep: str | None = None) -> dict[str, list]:

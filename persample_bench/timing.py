@@ -131,3 +131,24 @@ def interleaved(fns: dict, *, rounds: int, warmup: int = 1, clock=time.perf_coun
             fn()
             samples[name].append(clock() - start)
     return samples
+
+
+def slowed(fn, fraction: float, clock=time.perf_counter):
+    """``fn`` doing ``fraction`` more work: after each call it spins for that share of the call's time.
+
+    For testing the gate on real timings: a regression of the code does
+    proportionally more work on every call. ``clock`` is the clock the call is
+    timed with, so that the added work is the same share on it. Wrap a
+    synchronised callable (a prepared point's ``run``) so that on CUDA the
+    share is of the GPU's time, not the launch's.
+    """
+
+    def slow(*args):
+        start = clock()
+        out = fn(*args)
+        until = start + (clock() - start) * (1 + fraction)
+        while clock() < until:
+            pass
+        return out
+
+    return slow

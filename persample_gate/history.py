@@ -1,4 +1,4 @@
-"""Stored runs: find them, read them, and refuse what cannot be compared.
+"""Stored runs: find them, and refuse what cannot be compared.
 
 Runs are pytest-benchmark JSON files (``--benchmark-autosave`` or
 ``--benchmark-json``), stored under ``.benchmarks/<hardware id>/<machine id>/``
@@ -7,18 +7,12 @@ a longer prefix of the file name). Nothing here writes or deletes a file.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from persample_core.grid import Point
-from persample_core.hardware import hardware_differences, this_hardware_id
+from persample_gate.machine import hardware_differences, this_hardware_id
+from persample_gate.runs import HistoryError, Run, load
 
 DEFAULT_STORAGE = Path(".benchmarks")
-
-
-class HistoryError(Exception):
-    """A run cannot be used; the message names the file and what to do."""
 
 
 class NoBaseline(HistoryError):
@@ -27,52 +21,6 @@ class NoBaseline(HistoryError):
 
 class HardwareMismatch(HistoryError):
     """Two runs come from different hardware."""
-
-
-@dataclass
-class Run:
-    """One stored run: where it came from, its machine and its samples per point."""
-
-    path: Path
-    machine: dict  # persample's machine_info
-    commit: str
-    samples: dict  # Point -> list of seconds per round
-    baseline_rounds: dict  # Point -> the loop's seconds in the same rounds, where interleaved
-    extra: dict = field(default_factory=dict)  # Point -> the benchmark's extra_info
-    time: str = ""  # when it was run (ISO 8601)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def load(path) -> Run:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HistoryError(f"{path}: no such file; pass a saved run id or the path of a pytest-benchmark JSON file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise HistoryError(f"{path}: cannot be read ({err})") from None
-    except json.JSONDecodeError as err:
-        raise HistoryError(f"{path}: truncated or corrupt JSON ({err.msg} at line {err.lineno}); "
-                           "re-run the benchmark to store a new run") from None
-    try:
-        machine = data["machine_info"]["persample"]
-        samples, baseline, extra = {}, {}, {}
-        for bench in data["benchmarks"]:
-            info = bench["extra_info"]
-            point = Point(info["workload"], info["method"], info["batch_size"], info["device"])
-            samples[point], extra[point] = bench["stats"]["data"], info
-            if "baseline_rounds" in info:
-                baseline[point] = info["baseline_rounds"]
-    except (KeyError, TypeError) as err:
-        raise HistoryError(f"{path}: not a persample run with raw rounds (missing {err}); "
-                           "store runs with this project's suite (tox -e bench)") from None
-    if not samples:
-        raise HistoryError(f"{path}: holds no timed benchmarks (a --benchmark-disable run?)")
-    return Run(path, machine, (data.get("commit_info") or {}).get("id", "?"), samples, baseline, extra,
-               data.get("datetime", ""))
 
 
 def _oldest_first(path: Path):
