@@ -12,6 +12,7 @@ imports this suite to discover it and, with ``--launch-method forkserver``,
 forks every benchmark from the process that imported it, and a child forked
 after CUDA was initialised cannot use CUDA.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,8 +33,9 @@ TODAYS = ("persample_gate", "persample_bench")  # in import order: the harness i
 
 def from_todays_tree(name: str):
     """Import package ``name`` from the source tree beside this suite, whatever version is installed."""
-    spec = importlib.util.spec_from_file_location(name, REPO / name / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / name)])
+    spec = importlib.util.spec_from_file_location(
+        name, REPO / name / "__init__.py", submodule_search_locations=[str(REPO / name)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -49,8 +51,8 @@ for _name in TODAYS:
 try:
     from persample_bench.grid import current_sweep, in_sweep
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import interleaved, is_out_of_memory
-    from persample_core import BASELINE, MethodUnavailable
+    from persample_bench.timing import interleaved, is_out_of_memory  # noqa: F401 (for per_sample_grads.py)
+    from persample_core import BASELINE, MethodUnavailable  # noqa: F401 (for per_sample_grads.py)
     from persample_gate.runs import Point
 except ImportError as err:
     MISSING: ImportError | None = err
@@ -71,8 +73,11 @@ def todays_axes() -> dict[str, list]:
     process started in the source tree, and cached under ``.asv/`` keyed by
     the source and the sweep, so that not every benchmark process pays for it.
     """
-    source = b"".join(path.read_bytes() for package in ("persample_core", "persample_bench")
-                      for path in sorted((REPO / package).glob("*.py")))
+    source = b"".join(
+        path.read_bytes()
+        for package in ("persample_core", "persample_bench")
+        for path in sorted((REPO / package).glob("*.py"))
+    )
     key = hashlib.sha256(os.environ.get("PERSAMPLE_SWEEP", "").encode() + source).hexdigest()[:16]
     cache = REPO / ".asv" / f"axes-{key}.json"
     if not cache.exists():

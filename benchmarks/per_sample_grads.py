@@ -3,6 +3,7 @@
 asv counts any increase of a value as a regression, so everything here is
 lower-is-better: times, bytes, and the ratio method/baseline (never a speedup).
 """
+
 import math
 import statistics
 
@@ -67,7 +68,9 @@ class RatioToBaseline(PointBenchmark):
 
     def track_time_over_baseline(self, *point):
         calls = {"method": self.prepared.run, "baseline": self.baseline.run}
-        one_round = sum(seconds for samples in common.interleaved(calls, rounds=1, warmup=0).values() for seconds in samples)
+        one_round = sum(
+            seconds for samples in common.interleaved(calls, rounds=1, warmup=0).values() for seconds in samples
+        )
         rounds = max(self.min_rounds, math.ceil(self.seconds / one_round))
         samples = common.interleaved(calls, rounds=rounds, warmup=0)
         return statistics.median(samples["method"]) / statistics.median(samples["baseline"])

@@ -6,6 +6,7 @@ benchmark fails CI. The vmap point is timed in rounds interleaved with the
 loop (the loop runs untimed by pytest-benchmark in each round's setup, timed by
 us), so the ratio the gate tests is free of machine drift.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -15,9 +16,9 @@ import torch
 
 from persample_bench.grid import GATED_ROUNDS
 from persample_bench.memory import peak_bytes
+from persample_bench.plugin import record
 from persample_bench.prepare import prepare_point
 from persample_bench.timing import CLOCKS, clock_for, is_out_of_memory, rounds_to_fill
-from persample_bench.plugin import record
 from persample_core import BASELINE, MethodUnavailable
 
 INTERLEAVED = {"vmap"}
@@ -53,11 +54,14 @@ def interleaved_with_baseline(benchmark, prepared, point, config, clock):
     baseline = prepare_or_skip(replace(point, method=BASELINE))
     baseline_rounds = []
     min_rounds, max_time = GATED_ROUNDS[config.getoption("sweep")]
-    rounds = rounds_to_fill({"method": prepared.run, "baseline": baseline.run},
-                            max(min_rounds, config.getoption("benchmark_min_rounds")),
-                            max(max_time, float(config.getoption("benchmark_max_time"))))
-    benchmark.pedantic(prepared.run, setup=lambda: baseline_rounds.append(seconds(baseline.run, clock)),
-                       rounds=rounds, iterations=1)
+    rounds = rounds_to_fill(
+        {"method": prepared.run, "baseline": baseline.run},
+        max(min_rounds, config.getoption("benchmark_min_rounds")),
+        max(max_time, float(config.getoption("benchmark_max_time"))),
+    )
+    benchmark.pedantic(
+        prepared.run, setup=lambda: baseline_rounds.append(seconds(baseline.run, clock)), rounds=rounds, iterations=1
+    )
     benchmark.extra_info["baseline_rounds"] = baseline_rounds
 
 
@@ -70,9 +74,16 @@ def time_point(benchmark, point, config) -> dict:
     benchmark._timer = CLOCKS[clock]
     benchmark.group = f"{point.workload} {point.device} B={point.batch_size}"
     benchmark.extra_info.update(
-        workload=point.workload, method=point.method, batch_size=point.batch_size, device=point.device,
-        dtype="float32", threads=torch.get_num_threads(), n_params=prepared.n_params,
-        gradient_bytes=prepared.gradient_bytes, compile_seconds=prepared.compile_seconds, timer=clock,
+        workload=point.workload,
+        method=point.method,
+        batch_size=point.batch_size,
+        device=point.device,
+        dtype="float32",
+        threads=torch.get_num_threads(),
+        n_params=prepared.n_params,
+        gradient_bytes=prepared.gradient_bytes,
+        compile_seconds=prepared.compile_seconds,
+        timer=clock,
     )
     if point.method in INTERLEAVED:
         interleaved_with_baseline(benchmark, prepared, point, config, CLOCKS[clock])
@@ -80,7 +91,8 @@ def time_point(benchmark, point, config) -> dict:
         benchmark(prepared.run)
     if not benchmark.disabled:  # one more call, untimed, for its peak memory
         peak = peak_bytes(prepared.run, point.device)
-        benchmark.extra_info.update(peak_memory_bytes=peak,
-                                    memory_vs_minimum=None if peak is None else peak / prepared.gradient_bytes)
+        benchmark.extra_info.update(
+            peak_memory_bytes=peak, memory_vs_minimum=None if peak is None else peak / prepared.gradient_bytes
+        )
     record(config, point, benchmark)
     return benchmark.extra_info

@@ -8,13 +8,14 @@ with no change here unless it needs its own batch sizes.
 The sweep is chosen by ``PERSAMPLE_SWEEP`` (``quick``, the default, or
 ``full``), so one switch serves both harnesses.
 """
+
 from __future__ import annotations
 
 import os
 
 from persample_core.methods import METHODS
 from persample_core.validate import check_choice
-from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS
+from persample_core.workloads import DEFAULT_WORKLOAD
 from persample_gate.runs import Point
 
 DEVICES = ("cpu", "cuda")
@@ -71,8 +72,7 @@ def axes(sweep: str | None = None) -> dict[str, list]:
 
 def in_sweep(point: Point, sweep: str | None = None) -> bool:
     sizes = BATCH_SIZES[sweep or current_sweep()]
-    return (point.method in METHODS and point.device in DEVICES
-            and point.batch_size in sizes.get(point.workload, ()))
+    return point.method in METHODS and point.device in DEVICES and point.batch_size in sizes.get(point.workload, ())
 
 
 def points(sweep: str | None = None, *, methods=None, devices=DEVICES) -> list[Point]:

@@ -4,6 +4,7 @@
 compares runs by), the software versions and the numerics settings of this
 process. The GPU is named as torch names it.
 """
+
 from __future__ import annotations
 
 import os

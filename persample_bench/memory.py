@@ -17,6 +17,7 @@ on the method: the same call took 21 ms in one process and 96 ms in the next.
 Keeping the heap is what torch's own CPU launcher does with jemalloc or
 tcmalloc (``python -m torch.backends.xeon.run_cpu``).
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -13,6 +13,7 @@ plugin stays out of the way of other suites: torch, the harness and the gate
 are imported when a session asks for what needs them, and the pytest-benchmark
 hooks are optional (an environment with the library alone has no pytest-benchmark).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,16 +31,31 @@ GATE = pytest.StashKey[tuple]()  # (storage folder, newest run stored there befo
 
 def pytest_addoption(parser):
     group = parser.getgroup("persample")
-    group.addoption("--sweep", choices=("quick", "full"), default=os.environ.get("PERSAMPLE_SWEEP", "quick"),
-                    help="quick (default, ~9 min on a 2-core CPU, one thread) or full (larger batches, more rounds)")
-    group.addoption("--threads", type=int, default=None,
-                    help="torch intra-op threads for the timed code (default: torch's own choice)")
-    group.addoption("--timer", choices=("wall", "cpu"), default="wall",
-                    help="wall (default): elapsed time; cpu: the process's CPU time on CPU points, steady on a shared "
-                         "machine, needs --threads 1 (CUDA points are timed on the wall clock either way)")
-    group.addoption("--gate", action="store_true",
-                    help="store this run and gate it against the newest run stored before it on this hardware "
-                         "(persample compare, default thresholds): exit status 1 on a regression")
+    group.addoption(
+        "--sweep",
+        choices=("quick", "full"),
+        default=os.environ.get("PERSAMPLE_SWEEP", "quick"),
+        help="quick (default, ~9 min on a 2-core CPU, one thread) or full (larger batches, more rounds)",
+    )
+    group.addoption(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for the timed code (default: torch's own choice)",
+    )
+    group.addoption(
+        "--timer",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall (default): elapsed time; cpu: the process's CPU time on CPU points, steady on a shared "
+        "machine, needs --threads 1 (CUDA points are timed on the wall clock either way)",
+    )
+    group.addoption(
+        "--gate",
+        action="store_true",
+        help="store this run and gate it against the newest run stored before it on this hardware "
+        "(persample compare, default thresholds): exit status 1 on a regression",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -71,8 +87,13 @@ def pytest_configure(config):
     # hardware: pytest-benchmark's own folder name ignores the CPU model and GPU.
     config.option.benchmark_save_data = True
     info = hardware.machine_info()
-    config.stash[MACHINE] = {**info, "heap": memory.keep_freed_memory(), "timer": config.getoption("timer"),
-                             "baseline": BASELINE, "floor": FLOOR}
+    config.stash[MACHINE] = {
+        **info,
+        "heap": memory.keep_freed_memory(),
+        "timer": config.getoption("timer"),
+        "baseline": BASELINE,
+        "floor": FLOOR,
+    }
     if config.option.benchmark_storage == DEFAULT_STORAGE:
         config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{config.stash[MACHINE]['hardware_id']}"
     # The sweep sets rounds and time per point unless given on the command line
@@ -112,8 +133,11 @@ def record(config, point, benchmark):
 
 
 def _medians(config) -> dict:
-    return {point: bench.stats.stats.median for point, bench in config.stash.get(RECORDS, {}).items()
-            if bench.stats is not None}
+    return {
+        point: bench.stats.stats.median
+        for point, bench in config.stash.get(RECORDS, {}).items()
+        if bench.stats is not None
+    }
 
 
 def _names(config) -> dict:
@@ -123,8 +147,10 @@ def _names(config) -> dict:
 
 
 def _memory(config) -> dict:
-    return {point: (bench.extra_info.get("peak_memory_bytes"), bench.extra_info["gradient_bytes"])
-            for point, bench in config.stash.get(RECORDS, {}).items()}
+    return {
+        point: (bench.extra_info.get("peak_memory_bytes"), bench.extra_info["gradient_bytes"])
+        for point, bench in config.stash.get(RECORDS, {}).items()
+    }
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -174,11 +200,17 @@ def pytest_terminal_summary(terminalreporter, config):
 
         from persample_gate.summary import summary_table
 
-        terminalreporter.section(f"persample summary ({config.getoption('sweep')} sweep, "
-                                 f"{torch.get_num_threads()} threads)")
+        terminalreporter.section(
+            f"persample summary ({config.getoption('sweep')} sweep, {torch.get_num_threads()} threads)"
+        )
         terminalreporter.write_line(summary_table(medians, _memory(config), **_names(config)))
-        compiled = {point: bench.extra_info["compile_seconds"] for point, bench in config.stash[RECORDS].items()
-                    if bench.extra_info.get("compile_seconds")}
+        compiled = {
+            point: bench.extra_info["compile_seconds"]
+            for point, bench in config.stash[RECORDS].items()
+            if bench.extra_info.get("compile_seconds")
+        }
         if compiled:
-            terminalreporter.write_line("\ncompile time, spent in warm-up and kept out of the medians: " + ", ".join(
-                f"{point.id} {seconds:.1f} s" for point, seconds in sorted(compiled.items())))
+            terminalreporter.write_line(
+                "\ncompile time, spent in warm-up and kept out of the medians: "
+                + ", ".join(f"{point.id} {seconds:.1f} s" for point, seconds in sorted(compiled.items()))
+            )

@@ -6,21 +6,23 @@ method and device, before any of its points is timed. Then the point is built,
 its callable made to synchronise on CUDA, and warmed up, on a heap that keeps
 freed memory (``memory.keep_freed_memory``).
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from persample_bench.memory import keep_freed_memory
 from persample_bench.timing import floor, synchronized, trainable_numel
 from persample_core import METHODS, assert_matches_reference, compile_seconds, make_workload, prepare
 from persample_gate.runs import FLOOR, Point
+
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 12345
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def check_method(workload: str, method: str, device: str):
     """Raise ReferenceMismatch (or MethodUnavailable) unless ``method`` is right here; cached."""
     return assert_matches_reference(

@@ -17,6 +17,7 @@ one thread (with more, it also counts OpenMP workers spinning while they wait)
 and does all its work in this process, so CUDA points always use the wall
 clock (``clock_for``).
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,10 @@ def clock_for(timer: str, device) -> str:
 def check_timer(timer: str, threads: int) -> None:
     """Refuse the CPU clock where it would not measure the call (see the module's notes)."""
     if timer == "cpu" and threads != 1:
-        raise ValueError(f"the cpu timer needs one torch thread, not {threads}: with more it also counts "
-                         "workers spinning; pass --threads 1 as well")
+        raise ValueError(
+            f"the cpu timer needs one torch thread, not {threads}: with more it also counts "
+            "workers spinning; pass --threads 1 as well"
+        )
 
 
 def rounds_for(per_round: float, min_rounds: int, max_time: float, most: int = 1000) -> int:

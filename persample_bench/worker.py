@@ -15,6 +15,7 @@ the method slowed by ``timing.slowed``. The answer, on stdout::
 
 Measuring stays in this process, apart from the gate's, which imports no torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,10 @@ def run(request: dict) -> dict:
     return {
         "machine": {**machine_info(), "timer": timer},
         "points": {point.id: [point.workload, point.method, point.batch_size, point.device] for point in points},
-        "levels": {str(fraction): measure(prepared, fraction, sweep, CLOCKS[timer])
-                   for fraction in request.get("slowdowns", [0.0])},
+        "levels": {
+            str(fraction): measure(prepared, fraction, sweep, CLOCKS[timer])
+            for fraction in request.get("slowdowns", [0.0])
+        },
     }
 
 

@@ -3,6 +3,7 @@
 The public API below is what the benchmark suites rely on, also when asv runs
 today's benchmarks against an older commit of this package: keep it stable.
 """
+
 from persample_core.methods import BASELINE, METHODS, MethodUnavailable, compile_seconds, per_sample_grads, prepare
 from persample_core.reference import (
     TOLERANCES,
@@ -15,8 +16,20 @@ from persample_core.reference import (
 from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS, Workload, make_workload
 
 __all__ = [
-    "BASELINE", "METHODS", "MethodUnavailable", "compile_seconds", "per_sample_grads", "prepare",
-    "TOLERANCES", "Comparison", "ReferenceMismatch", "assert_matches_reference",
-    "compare_with_reference", "reference_grads",
-    "DEFAULT_WORKLOAD", "WORKLOADS", "Workload", "make_workload",
+    "BASELINE",
+    "METHODS",
+    "MethodUnavailable",
+    "compile_seconds",
+    "per_sample_grads",
+    "prepare",
+    "TOLERANCES",
+    "Comparison",
+    "ReferenceMismatch",
+    "assert_matches_reference",
+    "compare_with_reference",
+    "reference_grads",
+    "DEFAULT_WORKLOAD",
+    "WORKLOADS",
+    "Workload",
+    "make_workload",
 ]

@@ -11,6 +11,7 @@ A method that cannot run here (an optional package missing, a layer it does
 not support) raises ``MethodUnavailable`` with the reason, and the suites skip
 it rather than fail.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -99,7 +100,9 @@ def chunk_size_setting() -> int:
     """The chunk size of ``vmap_chunked``: ``$PERSAMPLE_CHUNK_SIZE``, else ``DEFAULT_CHUNK_SIZE``."""
     value = os.environ.get(CHUNK_SIZE_VARIABLE, str(DEFAULT_CHUNK_SIZE))
     if not value.isdecimal() or int(value) < 1:
-        raise ValueError(f"{CHUNK_SIZE_VARIABLE} must be a positive integer, got {value!r}; unset it for {DEFAULT_CHUNK_SIZE}")
+        raise ValueError(
+            f"{CHUNK_SIZE_VARIABLE} must be a positive integer, got {value!r}; unset it for {DEFAULT_CHUNK_SIZE}"
+        )
     return int(value)
 
 
@@ -184,8 +187,14 @@ def _grad_sample_attributes(named):
 
 # The layers whose functional forms ExpandedWeights implements.
 EXPANDED_WEIGHTS_LAYERS = (
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding,
-    nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Embedding,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
 )
 
 

@@ -8,6 +8,7 @@ gradient's own scale, which stays meaningful where single entries are ~0.
 Samples that sit on a kink of ReLU or max-pool are found from the reference
 alone and left out of the float32 comparison (see ``unstable_samples``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,10 @@ TOLERANCES = {
 def precision(dtype: torch.dtype, device) -> str:
     """The precision a float tensor of ``dtype`` is really multiplied in on ``device``."""
     name = str(dtype).removeprefix("torch.")
-    if dtype == torch.float32 and torch.device(device).type == "cuda" and (
-        torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+    if (
+        dtype == torch.float32
+        and torch.device(device).type == "cuda"
+        and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
     ):
         return "tf32"
     return name
@@ -60,8 +63,10 @@ class Comparison:
         name, error = self.worst
         verdict = "within" if self.ok else "EXCEEDS"
         kinks = f" ({len(self.unstable)} sample(s) at a kink left out: {list(self.unstable)})" if self.unstable else ""
-        return (f"method {self.method!r} ({self.precision}): worst parameter {name!r} has relative error "
-                f"{error:.2e}, {verdict} tolerance {self.tolerance:.0e}{kinks}")
+        return (
+            f"method {self.method!r} ({self.precision}): worst parameter {name!r} has relative error "
+            f"{error:.2e}, {verdict} tolerance {self.tolerance:.0e}{kinks}"
+        )
 
 
 class ReferenceMismatch(AssertionError):
@@ -117,7 +122,9 @@ def unstable_samples(model, loss_fn, inputs, targets, reference, tolerance: floa
     return tuple(flagged.nonzero().flatten().tolist())
 
 
-def compare_with_reference(model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None) -> Comparison:
+def compare_with_reference(
+    model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None
+) -> Comparison:
     """Run ``method`` and measure its error against the float64 reference.
 
     A parameter's error is its largest absolute difference from the reference,
@@ -130,7 +137,9 @@ def compare_with_reference(model, loss_fn, inputs, targets, method: str, *, tole
         raise ReferenceMismatch(f"method {method!r} returned parameters {sorted(got)}, expected {sorted(want)}")
     for name, ref in want.items():
         if got[name].shape != ref.shape:
-            raise ReferenceMismatch(f"method {method!r}: {name!r} has shape {tuple(got[name].shape)}, expected {tuple(ref.shape)}")
+            raise ReferenceMismatch(
+                f"method {method!r}: {name!r} has shape {tuple(got[name].shape)}, expected {tuple(ref.shape)}"
+            )
     prec = precision(next(iter(got.values())).dtype, inputs.device)
     tolerance = TOLERANCES[prec] if tolerance is None else tolerance
     unstable = unstable_samples(model, loss_fn, inputs, targets, want, TOLERANCES[prec])
@@ -143,7 +152,9 @@ def compare_with_reference(model, loss_fn, inputs, targets, method: str, *, tole
     return Comparison(method, prec, tolerance, errors, unstable)
 
 
-def assert_matches_reference(model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None) -> Comparison:
+def assert_matches_reference(
+    model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None
+) -> Comparison:
     """Like ``compare_with_reference``, but raise ``ReferenceMismatch`` naming the worst parameter."""
     comparison = compare_with_reference(model, loss_fn, inputs, targets, method, tolerance=tolerance)
     if not comparison.ok:

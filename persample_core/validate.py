@@ -1,5 +1,6 @@
 """Input checks: bad input fails here with one line naming the problem and the fix,
 never with a traceback from deep inside torch."""
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,9 @@ def check_device(device) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available on this machine; use device='cpu'")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(
+                f"device {device} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return device
 
 
@@ -60,7 +63,9 @@ def check_batch(model: nn.Module, inputs, targets) -> int:
     device = model_device(model)
     for what, tensor in (("inputs", inputs), ("targets", targets)):
         if tensor.device != device:
-            raise ValueError(f"{what} are on {tensor.device} but the model is on {device}; move them with .to({str(device)!r})")
+            raise ValueError(
+                f"{what} are on {tensor.device} but the model is on {device}; move them with .to({str(device)!r})"
+            )
     return inputs.shape[0]
 
 

@@ -5,10 +5,12 @@ alone), then moved to the requested device and dtype, so the same seed gives
 the same weights and data on every device. Inputs are random, never zeros:
 timing on zeros flatters some kernels.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -57,8 +59,10 @@ class MLP(nn.Module):
     def __init__(self, in_features=256, hidden=512, classes=10):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_features, hidden), nn.Tanh(),
-            nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(in_features, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
             nn.Linear(hidden, classes),
         )
 

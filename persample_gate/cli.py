@@ -6,18 +6,32 @@ different threads or clocks), 3 no baseline yet (the first run on new
 hardware: normal, not a failure), 4 runs from different hardware, 5 a
 measuring process failed (``persample sensitivity``).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 from persample_gate import history, sensitivity, workers
-from persample_gate.gate import (DEFAULT_ALPHA, DEFAULT_THRESHOLDS, MIN_HISTORY, PRIMARY_SHARE, SHOWN_AS, Pooled,
-                                 compare_runs, format_changes, primary)
+from persample_gate.gate import (
+    DEFAULT_ALPHA,
+    DEFAULT_THRESHOLDS,
+    MIN_HISTORY,
+    PRIMARY_SHARE,
+    SHOWN_AS,
+    Pooled,
+    compare_runs,
+    format_changes,
+    primary,
+)
 from persample_gate.machine import this_hardware_id
 
 OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE, MEASUREMENT_FAILED = 0, 1, 2, 3, 4, 5
-EXIT_CODES = {history.NoBaseline: NO_BASELINE, history.HardwareMismatch: OTHER_HARDWARE, history.HistoryError: BAD_INPUT}
+EXIT_CODES = {
+    history.NoBaseline: NO_BASELINE,
+    history.HardwareMismatch: OTHER_HARDWARE,
+    history.HistoryError: BAD_INPUT,
+}
 
 
 def _fraction(text: str) -> float:
@@ -36,38 +50,57 @@ def compare(args) -> int:
     baseline, candidate = (history.load(path) for path in paths)
     history.check_comparable(baseline, candidate)
     earlier, unreadable = history.preceding(baseline, candidate)
-    changes = compare_runs(baseline, candidate, alpha=args.alpha, history=earlier,
-                           thresholds={"ratio": args.threshold_ratio, "time": args.threshold_time})
+    changes = compare_runs(
+        baseline,
+        candidate,
+        alpha=args.alpha,
+        history=earlier,
+        thresholds={"ratio": args.threshold_ratio, "time": args.threshold_time},
+    )
     regressions = [c for c in changes if c.regressed]
     print(f"baseline  {baseline.path} (commit {baseline.commit[:10]})")
     print(f"candidate {candidate.path} (commit {candidate.commit[:10]})")
-    print(f"hardware  {baseline.machine.get('hardware_id')}, {baseline.machine.get('torch_threads')} torch thread(s), "
-          f"{baseline.machine.get('timer', 'wall')} clock")
-    print(f"change: + is slower; regression: p over all {len(changes)} rows < {args.alpha} "
-          f"and the interval reaches {args.threshold_ratio:.0%} (speedup) / {args.threshold_time:.0%} (time)")
+    print(
+        f"hardware  {baseline.machine.get('hardware_id')}, {baseline.machine.get('torch_threads')} torch thread(s), "
+        f"{baseline.machine.get('timer', 'wall')} clock"
+    )
+    print(
+        f"change: + is slower; regression: p over all {len(changes)} rows < {args.alpha} "
+        f"and the interval reaches {args.threshold_ratio:.0%} (speedup) / {args.threshold_time:.0%} (time)"
+    )
     shares = f"; pooled speedup rows share {PRIMARY_SHARE:.0%} of {args.alpha}" if any(map(primary, changes)) else ""
-    print(f"'p, all rows': the row's p adjusted for all the rows (weighted Holm{shares}), so that unchanged code "
-          f"fails the gate at most {args.alpha:.0%} of the time")
+    print(
+        f"'p, all rows': the row's p adjusted for all the rows (weighted Holm{shares}), so that unchanged code "
+        f"fails the gate at most {args.alpha:.0%} of the time"
+    )
     if len(earlier) >= MIN_HISTORY:
         print(f"noise between runs ('run to run'): from the {len(earlier)} runs stored up to the baseline")
     else:
-        print(f"noise between runs: not known yet ({len(earlier)} comparable run(s) stored up to the baseline, "
-              f"{MIN_HISTORY} needed); verdicts rest on the rounds alone, so a shift between runs can pass for a "
-              "regression: rerun a flagged point")
+        print(
+            f"noise between runs: not known yet ({len(earlier)} comparable run(s) stored up to the baseline, "
+            f"{MIN_HISTORY} needed); verdicts rest on the rounds alone, so a shift between runs can pass for a "
+            "regression: rerun a flagged point"
+        )
     if any(isinstance(c.point, Pooled) for c in changes):
-        print("'weighted geomean of N' rows: a method over its N points both runs have, each weighted by "
-              "1 / (its run-to-run spread)^2, against the spread of that mean between the stored runs")
+        print(
+            "'weighted geomean of N' rows: a method over its N points both runs have, each weighted by "
+            "1 / (its run-to-run spread)^2, against the spread of that mean between the stored runs"
+        )
     if unreadable:
         print(f"left out of the noise estimate, unreadable: {', '.join(str(path) for path in unreadable)}")
     print()
     print(format_changes(changes))
     for change in regressions:
         if isinstance(change.point, Pooled):
-            print(f"{change.point.id}, {SHOWN_AS[change.metric]}: weighs most " + ", ".join(
-                f"{point} {weight:.0%}" for point, weight in change.point.weights[:3]))
+            print(
+                f"{change.point.id}, {SHOWN_AS[change.metric]}: weighs most "
+                + ", ".join(f"{point} {weight:.0%}" for point, weight in change.point.weights[:3])
+            )
     common = len({c.point for c in changes if not isinstance(c.point, Pooled)})
-    print(f"\n{len(regressions)} regression(s) in {common} common point(s)"
-          + ("" if common else "; the runs share no point: were they made with the same sweep?"))
+    print(
+        f"\n{len(regressions)} regression(s) in {common} common point(s)"
+        + ("" if common else "; the runs share no point: were they made with the same sweep?")
+    )
     return REGRESSION if regressions else OK
 
 
@@ -98,24 +131,41 @@ def plot(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="persample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--storage", default=history.DEFAULT_STORAGE, help="where runs are stored (default: .benchmarks)")
+    parser = argparse.ArgumentParser(
+        prog="persample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--storage", default=history.DEFAULT_STORAGE, help="where runs are stored (default: .benchmarks)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("compare", help="gate a candidate run against a baseline run")
-    p.add_argument("baseline", nargs="?", help="saved run id (e.g. 0003) or JSON path; default: the run before the newest")
+    p.add_argument(
+        "baseline", nargs="?", help="saved run id (e.g. 0003) or JSON path; default: the run before the newest"
+    )
     p.add_argument("candidate", nargs="?", help="saved run id or JSON path; default: the newest run on this hardware")
-    p.add_argument("--threshold-ratio", type=_fraction, default=DEFAULT_THRESHOLDS["ratio"],
-                   help="slowdown of the time ratio to loop that counts (default: 0.10)")
-    p.add_argument("--threshold-time", type=_fraction, default=DEFAULT_THRESHOLDS["time"],
-                   help="slowdown of absolute time that counts (default: 0.10)")
+    p.add_argument(
+        "--threshold-ratio",
+        type=_fraction,
+        default=DEFAULT_THRESHOLDS["ratio"],
+        help="slowdown of the time ratio to loop that counts (default: 0.10)",
+    )
+    p.add_argument(
+        "--threshold-time",
+        type=_fraction,
+        default=DEFAULT_THRESHOLDS["time"],
+        help="slowdown of absolute time that counts (default: 0.10)",
+    )
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default: 0.01)")
     p.set_defaults(run=compare)
 
     p = commands.add_parser("plot", help="figures (PNG and SVG) of the newest run and of the history")
-    p.add_argument("runs", nargs="*", help="saved run ids or JSON paths, oldest first; default: every stored run "
-                                          "of this hardware (the newest is plotted, all make the history)")
+    p.add_argument(
+        "runs",
+        nargs="*",
+        help="saved run ids or JSON paths, oldest first; default: every stored run "
+        "of this hardware (the newest is plotted, all make the history)",
+    )
     p.add_argument("--out", default="plots", help="folder for the figures (default: plots)")
     p.set_defaults(run=plot)
 

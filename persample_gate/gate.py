@@ -55,6 +55,7 @@ suite's question and the one metric its interleaved rounds keep free of the
 machine's drift; a single point, or a time that moves with the machine by
 7-17% between runs, resolves only slowdowns large enough to show at any alpha.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -144,8 +145,12 @@ def _series(run, point) -> dict:
 
 def _log_medians(run) -> dict:
     """``{(point, metric): log of the median}`` of every series ``run`` has."""
-    return {(point, metric): float(np.log(np.median(samples))) for point in run.samples
-            for metric, samples in _series(run, point).items() if samples is not None}
+    return {
+        (point, metric): float(np.log(np.median(samples)))
+        for point in run.samples
+        for metric, samples in _series(run, point).items()
+        if samples is not None
+    }
 
 
 def _successive_rms(logs) -> np.ndarray:
@@ -188,8 +193,9 @@ def regressed(p_value: float, high: float, *, threshold: float, alpha: float = D
     return bool(p_value < alpha and high >= threshold)
 
 
-def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_ALPHA, noise: Spread | None = None,
-                    seed: int = 0):
+def compare_samples(
+    before, after, *, threshold: float, alpha: float = DEFAULT_ALPHA, noise: Spread | None = None, seed: int = 0
+):
     """(change, low, high, p, regressed) for two sets of rounds where larger is worse.
 
     ``noise``: the spread between unchanged runs (``noise_between_runs``);
@@ -200,8 +206,14 @@ def compare_samples(before, after, *, threshold: float, alpha: float = DEFAULT_A
     change = float(_median_ratio(before, after))
     p_value = float(stats.mannwhitneyu(after, before, alternative="greater").pvalue)
     if len(before) > 1 and len(after) > 1:
-        interval = stats.bootstrap((before, after), _median_ratio, n_resamples=2000, method="percentile",
-                                   vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
+        interval = stats.bootstrap(
+            (before, after),
+            _median_ratio,
+            n_resamples=2000,
+            method="percentile",
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        ).confidence_interval
         low, high = float(interval.low), float(interval.high)
     else:
         low = high = change
@@ -217,7 +229,7 @@ def _weights(logs: np.ndarray) -> np.ndarray | None:
     spreads = _successive_rms(logs)
     if not spreads.all():
         return None
-    weights = spreads ** -2.0
+    weights = spreads**-2.0
     return weights / weights.sum()
 
 
@@ -263,8 +275,20 @@ def compare_pooled(baseline, candidate, *, earlier: list[dict], metrics) -> list
         change = float(np.expm1(log_after - log_before))
         p_value, low, high = _between_runs(change, noise)
         shares = tuple(sorted(((point.id, float(w)) for (point, _), w in zip(keys, weights)), key=lambda s: -s[1]))
-        changes.append(Change(Pooled(method, device, len(keys), shares), metric, float(np.exp(log_before)),
-                              float(np.exp(log_after)), change, low, high, p_value, False, noise.sd))
+        changes.append(
+            Change(
+                Pooled(method, device, len(keys), shares),
+                metric,
+                float(np.exp(log_before)),
+                float(np.exp(log_after)),
+                change,
+                low,
+                high,
+                p_value,
+                False,
+                noise.sd,
+            )
+        )
     return changes
 
 
@@ -293,13 +317,17 @@ def family_weights(changes: list[Change]) -> np.ndarray:
     """Each row's share of alpha: ``PRIMARY_SHARE`` split evenly among the ``primary`` rows, the rest among the
     other rows (all of it, where one kind is missing)."""
     primary_rows = np.array([primary(c) for c in changes])
-    shares = ({True: PRIMARY_SHARE, False: 1 - PRIMARY_SHARE} if 0 < primary_rows.sum() < len(changes)
-              else {True: 1, False: 1})
+    shares = (
+        {True: PRIMARY_SHARE, False: 1 - PRIMARY_SHARE}
+        if 0 < primary_rows.sum() < len(changes)
+        else {True: 1, False: 1}
+    )
     return np.array([shares[kind] / np.sum(primary_rows == kind) for kind in primary_rows])
 
 
-def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA, history=(),
-                 metrics=METRICS) -> list[Change]:
+def compare_runs(
+    baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA, history=(), metrics=METRICS
+) -> list[Change]:
     """Each of ``metrics`` at every point both runs have, and pooled per method, judged on p adjusted for all
     these rows (``holm``); regressions first, pooled rows first among them, then by point.
 
@@ -317,15 +345,34 @@ def compare_runs(baseline, candidate, *, thresholds=None, alpha: float = DEFAULT
                 continue
             spread = noise.get((point, metric))
             change, low, high, p_value, _ = compare_samples(  # judged below, with all the rows
-                before, after, threshold=thresholds[metric], alpha=alpha, noise=spread)
-            changes.append(Change(point, metric, float(np.median(before)), float(np.median(after)),
-                                  change, low, high, p_value, False, spread and spread.sd))
+                before, after, threshold=thresholds[metric], alpha=alpha, noise=spread
+            )
+            changes.append(
+                Change(
+                    point,
+                    metric,
+                    float(np.median(before)),
+                    float(np.median(after)),
+                    change,
+                    low,
+                    high,
+                    p_value,
+                    False,
+                    spread and spread.sd,
+                )
+            )
     changes += compare_pooled(baseline, candidate, earlier=earlier, metrics=metrics)
     if changes:
         adjusted = holm([c.p_value for c in changes], family_weights(changes))
-        changes = [replace(c, p_value=float(p), p_row=c.p_value,
-                           regressed=regressed(p, c.high, threshold=thresholds[c.metric], alpha=alpha))
-                   for c, p in zip(changes, adjusted)]
+        changes = [
+            replace(
+                c,
+                p_value=float(p),
+                p_row=c.p_value,
+                regressed=regressed(p, c.high, threshold=thresholds[c.metric], alpha=alpha),
+            )
+            for c, p in zip(changes, adjusted)
+        ]
     return sorted(changes, key=lambda c: (not c.regressed, not isinstance(c.point, Pooled), c.point, c.metric))
 
 
@@ -339,10 +386,31 @@ def _p(value: float) -> str:
 
 
 def format_changes(changes: list[Change]) -> str:
-    header = ("point", "metric", "before", "after", "change", "95% interval", "run to run", "p", "p, all rows",
-              "verdict")
-    rows = [(c.point.id, SHOWN_AS[c.metric], _shown(c, c.before), _shown(c, c.after),
-             f"{c.change:+.1%}", f"[{c.low:+.1%}, {c.high:+.1%}]", "-" if c.noise is None else f"±{c.noise:.1%}",
-             "-" if c.p_row is None else _p(c.p_row), _p(c.p_value), "REGRESSION" if c.regressed else "ok")
-            for c in changes]
+    header = (
+        "point",
+        "metric",
+        "before",
+        "after",
+        "change",
+        "95% interval",
+        "run to run",
+        "p",
+        "p, all rows",
+        "verdict",
+    )
+    rows = [
+        (
+            c.point.id,
+            SHOWN_AS[c.metric],
+            _shown(c, c.before),
+            _shown(c, c.after),
+            f"{c.change:+.1%}",
+            f"[{c.low:+.1%}, {c.high:+.1%}]",
+            "-" if c.noise is None else f"±{c.noise:.1%}",
+            "-" if c.p_row is None else _p(c.p_row),
+            _p(c.p_value),
+            "REGRESSION" if c.regressed else "ok",
+        )
+        for c in changes
+    ]
     return render(header, rows, left=len(header))

@@ -5,6 +5,7 @@ Runs are pytest-benchmark JSON files (``--benchmark-autosave`` or
 with their raw rounds. A run is named by a path or by its saved id (``0003``, or
 a longer prefix of the file name). Nothing here writes or deletes a file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,10 @@ def resolve(ref: str, storage=DEFAULT_STORAGE) -> Path:
     if not matches:
         raise HistoryError(f"no saved run {ref!r} under {storage}; list them with: persample runs")
     if len(matches) > 1:
-        raise HistoryError(f"saved run id {ref!r} is ambiguous under {storage}: "
-                           f"{', '.join(str(p) for p in matches)}; pass a path instead")
+        raise HistoryError(
+            f"saved run id {ref!r} is ambiguous under {storage}: "
+            f"{', '.join(str(p) for p in matches)}; pass a path instead"
+        )
     return matches[0]
 
 
@@ -56,8 +59,9 @@ def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple
     runs = stored(storage, hardware_id)
     if len(runs) < 2:
         where = f"{storage}/{hardware_id}" if hardware_id else str(storage)
-        raise NoBaseline(f"no baseline yet: {len(runs)} stored run(s) under {where}; "
-                         "this run becomes the baseline for the next one")
+        raise NoBaseline(
+            f"no baseline yet: {len(runs)} stored run(s) under {where}; this run becomes the baseline for the next one"
+        )
     return runs[-2], runs[-1]
 
 
@@ -73,13 +77,20 @@ def check_comparable(a: Run, b: Run) -> None:
     """Refuse two runs of different hardware, or timed with different threads or clocks."""
     differences = hardware_differences(a.machine, b.machine)
     if differences:
-        raise HardwareMismatch(f"{a.name} and {b.name} come from different hardware ({'; '.join(differences)}); "
-                               "compare runs of one machine only")
-    settings = [f"{key}: {a.machine.get(key, default)!r} != {b.machine.get(key, default)!r}"
-                for key, default in SETTINGS.items() if a.machine.get(key, default) != b.machine.get(key, default)]
+        raise HardwareMismatch(
+            f"{a.name} and {b.name} come from different hardware ({'; '.join(differences)}); "
+            "compare runs of one machine only"
+        )
+    settings = [
+        f"{key}: {a.machine.get(key, default)!r} != {b.machine.get(key, default)!r}"
+        for key, default in SETTINGS.items()
+        if a.machine.get(key, default) != b.machine.get(key, default)
+    ]
     if settings:
-        raise SettingsMismatch(f"{a.name} and {b.name} were timed differently ({'; '.join(settings)}); "
-                               "rerun the candidate with the baseline's --threads and --timer")
+        raise SettingsMismatch(
+            f"{a.name} and {b.name} were timed differently ({'; '.join(settings)}); "
+            "rerun the candidate with the baseline's --threads and --timer"
+        )
 
 
 HISTORY_RUNS = 20  # the most stored runs the gate learns the noise between runs from
@@ -92,11 +103,14 @@ def preceding(baseline: Run, candidate: Run, most: int = HISTORY_RUNS) -> tuple[
     are left out (and left alone).
     """
     candidate_path = candidate.path.resolve()
-    paths = [path for path in sorted(baseline.path.parent.glob("*.json"), key=_oldest_first)
-             if path.resolve() != candidate_path]
+    paths = [
+        path
+        for path in sorted(baseline.path.parent.glob("*.json"), key=_oldest_first)
+        if path.resolve() != candidate_path
+    ]
     names = [path.name for path in paths]
     if baseline.name in names:
-        paths = paths[:names.index(baseline.name) + 1]
+        paths = paths[: names.index(baseline.name) + 1]
     runs, unreadable = [], []
     for path in paths[-most:]:
         try:

@@ -8,6 +8,7 @@ GPU as torch sees it; ``this_hardware_id`` finds the same names through
 ``/proc/cpuinfo`` and ``nvidia-smi``, so that the gate can pick this machine's
 runs without importing torch.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,13 @@ def cpu_model() -> str:
 def nvidia_smi(*fields: str) -> list[list[str]]:
     """One row per GPU of ``nvidia-smi --query-gpu``; none where there is no NVIDIA driver."""
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [[cell.strip() for cell in line.split(",")] for line in out.splitlines() if line.strip()]
@@ -49,7 +55,7 @@ def _visible(gpus: list) -> list:
         return []
     if all(part.isdecimal() for part in chosen):
         return [gpus[int(part)] for part in chosen if int(part) < len(gpus)]
-    return gpus[:len(chosen)]  # UUIDs or MIG names: as many as named
+    return gpus[: len(chosen)]  # UUIDs or MIG names: as many as named
 
 
 def this_machine() -> dict:

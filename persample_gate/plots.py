@@ -10,6 +10,7 @@
 
 Each is written as PNG and SVG, one panel per workload and device.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -32,11 +33,19 @@ def _pyplot():
 
 def figures_of(run) -> dict:
     """{point: {time_per_sample, speedup_over_loop, floor_multiple, peak_memory_bytes, gradient_bytes}}."""
-    derived = derive({point: statistics.median(rounds) for point, rounds in run.samples.items()},
-                     baseline=run.baseline, floor_name=run.floor)
-    return {point: {**figures, "peak_memory_bytes": run.extra.get(point, {}).get("peak_memory_bytes"),
-                    "gradient_bytes": run.extra.get(point, {}).get("gradient_bytes")}
-            for point, figures in derived.items()}
+    derived = derive(
+        {point: statistics.median(rounds) for point, rounds in run.samples.items()},
+        baseline=run.baseline,
+        floor_name=run.floor,
+    )
+    return {
+        point: {
+            **figures,
+            "peak_memory_bytes": run.extra.get(point, {}).get("peak_memory_bytes"),
+            "gradient_bytes": run.extra.get(point, {}).get("gradient_bytes"),
+        }
+        for point, figures in derived.items()
+    }
 
 
 def _series(figures: dict, key: str, label=lambda point: point.method):
@@ -61,7 +70,9 @@ def _panels(plt, series, title, ylabel, *, colour, dashed, logy=True, reference=
     for ax, panel in zip(axes[0], panels):
         for method, xy in sorted(series[panel].items()):
             xs, ys = zip(*xy)
-            ax.plot(xs, ys, "--x" if method in dashed else "-o", label=method, markersize=4, color=colour.get(method, "k"))
+            ax.plot(
+                xs, ys, "--x" if method in dashed else "-o", label=method, markersize=4, color=colour.get(method, "k")
+            )
         if reference and reference.get(panel):
             ax.plot(*zip(*sorted(next(iter(reference[panel].values())))), "k:", label="B x P gradients")
         ax.set_xscale("log", base=2)
@@ -87,16 +98,29 @@ def sweep_figures(run, out: Path) -> list[Path]:
     plt = _pyplot()
     label = f"run {run.path.name[:4]} at {run.commit[:7]} on {run.machine.get('hardware_id', '?')}"
     figures, style = figures_of(run), {"colour": colours(run), "dashed": (run.floor,)}
-    written = _save(_panels(plt, _series(figures, "time_per_sample"), f"time per sample, {label}",
-                            "seconds per sample", **style), out, "time_per_sample")
-    written += _save(_panels(plt, _series(figures, "speedup_over_loop"), f"speedup over {run.baseline}, {label}",
-                             f"x faster than {run.baseline}", **style), out, "speedup")
+    written = _save(
+        _panels(plt, _series(figures, "time_per_sample"), f"time per sample, {label}", "seconds per sample", **style),
+        out,
+        "time_per_sample",
+    )
+    written += _save(
+        _panels(
+            plt,
+            _series(figures, "speedup_over_loop"),
+            f"speedup over {run.baseline}, {label}",
+            f"x faster than {run.baseline}",
+            **style,
+        ),
+        out,
+        "speedup",
+    )
     # The floor writes into a buffer kept from its warm-up: its peak is not a method's.
     peaks = _series({p: f for p, f in figures.items() if p.method != run.floor}, "peak_memory_bytes")
     if peaks:
         minimum = _series({p: f for p, f in figures.items() if p.method == run.floor}, "gradient_bytes")
-        written += _save(_panels(plt, peaks, f"peak memory of one call, {label}", "bytes", reference=minimum,
-                                 **style), out, "memory")
+        written += _save(
+            _panels(plt, peaks, f"peak memory of one call, {label}", "bytes", reference=minimum, **style), out, "memory"
+        )
     plt.close("all")
     return written
 
@@ -109,14 +133,18 @@ def history_figure(runs, out: Path, method: str = "vmap") -> list[Path]:
         for point, figures in figures_of(run).items():
             if point.method == method and figures["speedup_over_loop"]:
                 series[(point.workload, point.device)][f"B={point.batch_size}"].append(
-                    (index, 1 / figures["speedup_over_loop"]))
+                    (index, 1 / figures["speedup_over_loop"])
+                )
     fig, axes = plt.subplots(1, max(1, len(series)), figsize=(5 * max(1, len(series)), 4), squeeze=False)
     for ax, panel in zip(axes[0], sorted(series)):
         for label, xy in sorted(series[panel].items(), key=lambda item: int(item[0][2:])):
             ax.plot(*zip(*xy), "-o", label=label, markersize=4)
         ax.set_xticks(range(len(runs)), [f"{r.path.name[:4]}\n{r.commit[:7]}" for r in runs], fontsize=7)
-        ax.set(title=f"{panel[0]} on {panel[1]}", xlabel="stored run (id, commit)",
-               ylabel=f"{method} time / loop time (lower is better)")
+        ax.set(
+            title=f"{panel[0]} on {panel[1]}",
+            xlabel="stored run (id, commit)",
+            ylabel=f"{method} time / loop time (lower is better)",
+        )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"history of the {method}/loop ratio")

@@ -5,6 +5,7 @@ their raw rounds; everything else here only reads them, with no torch. What
 the speedup is taken over (``baseline``) and the name of the floor come from
 the run itself, so a reader never needs the methods' code.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,12 +67,16 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise HistoryError(f"{path}: no such file; pass a saved run id or the path of a pytest-benchmark JSON file") from None
+        raise HistoryError(
+            f"{path}: no such file; pass a saved run id or the path of a pytest-benchmark JSON file"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise HistoryError(f"{path}: cannot be read ({err})") from None
     except json.JSONDecodeError as err:
-        raise HistoryError(f"{path}: truncated or corrupt JSON ({err.msg} at line {err.lineno}); "
-                           "re-run the benchmark to store a new run") from None
+        raise HistoryError(
+            f"{path}: truncated or corrupt JSON ({err.msg} at line {err.lineno}); "
+            "re-run the benchmark to store a new run"
+        ) from None
 
 
 def load(path) -> Run:
@@ -87,9 +92,18 @@ def load(path) -> Run:
             if "baseline_rounds" in info:
                 baseline[point] = info["baseline_rounds"]
     except (KeyError, TypeError) as err:
-        raise HistoryError(f"{path}: not a persample run with raw rounds (missing {err}); "
-                           "store runs with this project's suite (tox -e bench)") from None
+        raise HistoryError(
+            f"{path}: not a persample run with raw rounds (missing {err}); "
+            "store runs with this project's suite (tox -e bench)"
+        ) from None
     if not samples:
         raise HistoryError(f"{path}: holds no timed benchmarks (a --benchmark-disable run?)")
-    return Run(path, machine, (data.get("commit_info") or {}).get("id", "?"), samples, baseline, extra,
-               data.get("datetime", ""))
+    return Run(
+        path,
+        machine,
+        (data.get("commit_info") or {}).get("id", "?"),
+        samples,
+        baseline,
+        extra,
+        data.get("datetime", ""),
+    )

@@ -3,6 +3,7 @@
 For each point: time per sample, speedup over the baseline (loop) at the same
 workload, batch size and device, and multiple of the floor there.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -47,14 +48,19 @@ def _times(value, suffix="x") -> str:
 def render(header, rows, left: int) -> str:
     """A plain text table: the first ``left`` columns left-aligned, the rest right-aligned."""
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) if i < left else str(cell).rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in (header, *rows)]
+    lines = [
+        "  ".join(
+            str(cell).ljust(w) if i < left else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in (header, *rows)
+    ]
     lines.insert(1, "-" * max(len(line) for line in lines))
     return "\n".join(lines)
 
 
-def summary_table(medians: dict[Point, float], memory: dict | None = None, *, baseline: str = BASELINE,
-                  floor_name: str = FLOOR) -> str:
+def summary_table(
+    medians: dict[Point, float], memory: dict | None = None, *, baseline: str = BASELINE, floor_name: str = FLOOR
+) -> str:
     """One row per point, grouped by workload, device and batch size; the baseline first, the floor last.
 
     ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes).
@@ -62,13 +68,24 @@ def summary_table(medians: dict[Point, float], memory: dict | None = None, *, ba
     derived, memory = derive(medians, baseline=baseline, floor_name=floor_name), memory or {}
     header = ("workload", "device", "B", "method", "median", "per sample", "vs loop", "x floor", "peak mem", "x min")
     rows, previous = [], None
-    for point in sorted(medians, key=lambda p: (p.workload, p.device, p.batch_size,
-                                                p.method == floor_name, p.method != baseline, p.method)):
+    for point in sorted(
+        medians,
+        key=lambda p: (p.workload, p.device, p.batch_size, p.method == floor_name, p.method != baseline, p.method),
+    ):
         group = (point.workload, point.device, str(point.batch_size))
         d = derived[point]
         peak, minimum = memory.get(point, (None, None))
-        rows.append((*(group if group != previous else ("", "", "")), point.method, _seconds(medians[point]),
-                     _seconds(d["time_per_sample"]), _times(d["speedup_over_loop"]), _times(d["floor_multiple"]),
-                     _bytes(peak), _times(peak / minimum if peak is not None and minimum else None)))
+        rows.append(
+            (
+                *(group if group != previous else ("", "", "")),
+                point.method,
+                _seconds(medians[point]),
+                _seconds(d["time_per_sample"]),
+                _times(d["speedup_over_loop"]),
+                _times(d["floor_multiple"]),
+                _bytes(peak),
+                _times(peak / minimum if peak is not None and minimum else None),
+            )
+        )
         previous = group
     return render(header, rows, left=4)

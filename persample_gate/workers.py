@@ -5,6 +5,7 @@ The gate imports no torch: what it measures, it asks of a worker,
 answer on stdout (see that module). A worker that refuses its request (a bad
 sweep, clock or point) exits with status 2 and one line on stderr.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ class WorkerFailed(Exception):
 
 def measure(request: dict, *, python: str = sys.executable, env=None) -> dict:
     """The worker's answer to ``request``, measured in a process of its own."""
-    child = subprocess.run([python, "-m", "persample_bench.worker"], input=json.dumps(request), capture_output=True,
-                           text=True, env=env)
+    child = subprocess.run(
+        [python, "-m", "persample_bench.worker"], input=json.dumps(request), capture_output=True, text=True, env=env
+    )
     if child.returncode != 0:
         lines = child.stderr.strip().splitlines() or [f"exit status {child.returncode}, nothing on stderr"]
         raise WorkerFailed(lines[-1], refused=child.returncode == REFUSED)

@@ -61,18 +61,44 @@ def bench(storage, *extra, slowdown=0.0, expect=0):
     """
     env = {**os.environ, "PERSAMPLE_TEST_SLOWDOWN": str(slowdown)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "-p", "tests.slowdown_plugin",
-         "-p", "no:cacheprovider", "--benchmark-only", "-k", f"mlp and B64- and cpu and {CORE_METHODS}",
-         "--benchmark-autosave", "--benchmark-min-rounds=12", "--threads=1", "--timer=cpu", f"--benchmark-storage=file://{storage}",
-         "-q", *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_benchmarks.py",
+            "-p",
+            "tests.slowdown_plugin",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-only",
+            "-k",
+            f"mlp and B64- and cpu and {CORE_METHODS}",
+            "--benchmark-autosave",
+            "--benchmark-min-rounds=12",
+            "--threads=1",
+            "--timer=cpu",
+            f"--benchmark-storage=file://{storage}",
+            "-q",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
     return sorted(Path(storage).glob("*/*.json"))[-1], proc.stdout
 
 
 def persample(*args):
-    proc = subprocess.run([sys.executable, "-m", "persample_gate.cli", *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "persample_gate.cli", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -88,5 +114,11 @@ def stored_runs(tmp_path_factory):
     base, first_gate = bench(storage, "--gate")
     unchanged = [base, *(bench(storage)[0] for _ in range(UNCHANGED_RUNS - 1))]
     slowed, slowed_gate = bench(storage, "--gate", slowdown=1.0, expect=1)
-    return {"base": base, "rerun": unchanged[1], "unchanged": unchanged, "slowed": slowed,
-            "first_gate": first_gate, "slowed_gate": slowed_gate}
+    return {
+        "base": base,
+        "rerun": unchanged[1],
+        "unchanged": unchanged,
+        "slowed": slowed,
+        "first_gate": first_gate,
+        "slowed_gate": slowed_gate,
+    }

@@ -3,11 +3,11 @@
 The slowed method does proportionally more work on every call, the way a real
 regression of the code would, so the gate is tested on real timings.
 """
+
 import os
 
+from persample_bench.timing import CLOCKS, slowed
 from persample_core.methods import METHODS
-from persample_bench.timing import slowed
-from persample_bench.timing import CLOCKS
 
 
 def pytest_configure(config):

@@ -1,4 +1,5 @@
 """asv.conf.json: every key is one asv knows, and the settings the suite depends on hold."""
+
 from pathlib import Path
 
 import pytest
@@ -43,4 +44,3 @@ def test_default_timeout_fits_the_largest_point(conf):
     # simple_cnn's loop at B=1024 (full sweep) takes ~30 s a call on a busy 2-core CPU, and the
     # ratio benchmark times it and vmap for several rounds in one process.
     assert conf.default_benchmark_timeout >= 300
-

@@ -4,6 +4,7 @@ Slow (several minutes: an asv environment, wheels for three commits, four
 benchmark runs): ``pytest -m slow``. What it leaves for a person to look at
 goes to ``.asv/e2e/`` (asv's output and a screenshot of the dashboard).
 """
+
 import os
 import shutil
 import socket
@@ -28,7 +29,7 @@ WORKLOADS = ("mlp", "simple_cnn", "tiny_transformer")
 # repeated runs within about 10%. The slowdown is threefold, so a 1.5x threshold separates the two.
 QUIET = {"OMP_NUM_THREADS": "1"}
 FACTOR = "1.5"
-SLOWDOWN = '''
+SLOWDOWN = """
 
 # Injected by tests/test_asv_e2e.py: vmap made three times slower.
 _vmap_grad = METHODS["vmap"]
@@ -41,18 +42,27 @@ def _three_times_slower(model, loss_fn):
 
 
 METHODS["vmap"] = _three_times_slower
-'''
+"""
 CHROMIUM = [
-    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--window-size=1280,900", "--virtual-time-budget=15000",
+    "chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+    "--virtual-time-budget=15000",
 ]
 # The graph of the gated points: by default the page would show only the first batch size.
-GRAPH = ("index.html#per_sample_grads.RatioToBaseline.track_time_over_baseline"
-         "?p-batch_size=64&p-method=%27vmap%27&p-device=%27cpu%27")
+GRAPH = (
+    "index.html#per_sample_grads.RatioToBaseline.track_time_over_baseline"
+    "?p-batch_size=64&p-method=%27vmap%27&p-device=%27cpu%27"
+)
 # A same-origin page around the graph that counts the coloured pixels flot drew on its canvas:
 # grid and axes are grey, the legend is HTML, so coloured canvas pixels are the data.
 PIXEL_PROBE = """<!doctype html><html><body>
-<iframe id="graph" src="%s" width="1280" height="900"></iframe><pre id="out">not drawn</pre>
+<iframe id="graph" src="GRAPH_URL" width="1280" height="900"></iframe><pre id="out">not drawn</pre>
 <script>
 setTimeout(function () {
   var canvas = document.getElementById("graph").contentDocument.querySelector("canvas.flot-base");
@@ -63,7 +73,7 @@ setTimeout(function () {
   }
   document.getElementById("out").textContent = "coloured pixels: " + n;
 }, 8000);
-</script></body></html>""" % GRAPH
+</script></body></html>""".replace("GRAPH_URL", GRAPH)
 
 
 def git(clone, *args):
@@ -71,8 +81,13 @@ def git(clone, *args):
 
 
 def asv(clone, home, *args, check=True):
-    done = subprocess.run([sys.executable, "-m", "asv", *args], cwd=clone, capture_output=True, text=True,
-                          env={**os.environ, "HOME": str(home), "PERSAMPLE_SWEEP": "quick", **QUIET})
+    done = subprocess.run(
+        [sys.executable, "-m", "asv", *args],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(home), "PERSAMPLE_SWEEP": "quick", **QUIET},
+    )
     name = "-".join(a for a in args if a.isalnum() or len(a) == 40)[:60]
     (ARTIFACTS / f"asv-{name}.log").write_text(done.stdout + done.stderr)
     if check:
@@ -89,20 +104,47 @@ def history(tmp_path_factory):
     home.mkdir()
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     git(clone, "switch", "-q", "-C", "main")
-    git(clone, "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "commit", "-q", "--allow-empty", "-m", "unchanged")
+    git(
+        clone,
+        "-c",
+        "user.name=e2e",
+        "-c",
+        "user.email=e2e@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "unchanged",
+    )
     methods = clone / "persample_core" / "methods.py"
     methods.write_text(methods.read_text() + SLOWDOWN)
     git(clone, "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", "commit", "-q", "-am", "slow vmap down")
-    commits = subprocess.run(["git", "-C", str(clone), "rev-list", "-3", "HEAD"], check=True, capture_output=True,
-                             text=True).stdout.split()[::-1]
+    commits = subprocess.run(
+        ["git", "-C", str(clone), "rev-list", "-3", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.split()[::-1]
     asv(clone, home, "machine", "--yes", "--machine", "e2e")
     return clone, home, commits
 
 
 def continuous(history, base, head):
     clone, home, _ = history
-    return asv(clone, home, "continuous", "--machine", "e2e", "--launch-method", "forkserver", "--show-stderr",
-               "--factor", FACTOR, "-b", GATED, base, head, check=False)
+    return asv(
+        clone,
+        home,
+        "continuous",
+        "--machine",
+        "e2e",
+        "--launch-method",
+        "forkserver",
+        "--show-stderr",
+        "--factor",
+        FACTOR,
+        "-b",
+        GATED,
+        base,
+        head,
+        check=False,
+    )
 
 
 def test_continuous_reports_the_injected_slowdown_and_nothing_else(history):
@@ -132,8 +174,13 @@ def dashboard(history):
     subprocess.run([sys.executable, str(REPO / "tools" / "asv_offline.py"), ".asv/html"], cwd=clone, check=True)
     (clone / ".asv" / "html" / "probe.html").write_text(PIXEL_PROBE)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "asv", "preview", "--port", str(port)], cwd=clone,
-                              env={**os.environ, "HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "asv", "preview", "--port", str(port)],
+        cwd=clone,
+        env={**os.environ, "HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(100):

@@ -1,4 +1,5 @@
 """The asv suite in benchmarks/: what asv discovers, and why a point skips instead of failing."""
+
 import importlib
 import json
 import sys
@@ -11,9 +12,9 @@ pytest.importorskip("asv_runner", reason="asv is not installed; pip install -e '
 from asv_runner.benchmarks.mark import SkipNotImplemented  # noqa: E402
 from asv_runner.discovery import disc_benchmarks  # noqa: E402
 
-from persample_core import methods  # noqa: E402
 from persample_bench.grid import axes  # noqa: E402
 from persample_bench.timing import slowed  # noqa: E402
+from persample_core import methods  # noqa: E402
 from persample_core.methods import MethodUnavailable  # noqa: E402
 from persample_core.reference import ReferenceMismatch  # noqa: E402
 

@@ -1,4 +1,5 @@
 """Every method on every workload agrees with the float64 reference."""
+
 import pytest
 import torch
 
@@ -24,7 +25,9 @@ pytestmark = pytest.mark.usefixtures("small_chunks")
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_matches_float64_reference_in_float32(method, workload, batch_size, device, seed):
     check_compiled_once(method, seed, batch_size)
-    comparison = assert_matches_reference(*make_workload(workload, batch_size=batch_size, device=device, seed=seed), method)
+    comparison = assert_matches_reference(
+        *make_workload(workload, batch_size=batch_size, device=device, seed=seed), method
+    )
     assert comparison.errors.keys() == {n for n, _ in make_workload(workload, batch_size=1).model.named_parameters()}
     assert len(comparison.unstable) < batch_size or batch_size == 1
 
@@ -133,7 +136,9 @@ def test_empty_batch_gives_empty_gradients(method):
 
 def test_mismatch_names_the_worst_parameter():
     workload = make_workload("mlp", batch_size=4)
-    with pytest.raises(ReferenceMismatch, match=r"worst parameter 'net\.\d\.(weight|bias)' has relative error .* EXCEEDS"):
+    with pytest.raises(
+        ReferenceMismatch, match=r"worst parameter 'net\.\d\.(weight|bias)' has relative error .* EXCEEDS"
+    ):
         assert_matches_reference(*workload, "vmap", tolerance=0.0)
 
 

@@ -1,4 +1,5 @@
 """Bad input fails with one line naming the problem and the fix."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,9 @@ def one_line(excinfo):
 
 
 def test_batch_size_mismatch(mlp):
-    with pytest.raises(ValueError, match="inputs have batch size 4 but targets have 3; pass one target per input sample") as e:
+    with pytest.raises(
+        ValueError, match="inputs have batch size 4 but targets have 3; pass one target per input sample"
+    ) as e:
         per_sample_grads(mlp.model, mlp.loss_fn, mlp.inputs, mlp.targets[:3])
     one_line(e)
 
@@ -30,7 +33,9 @@ def test_unknown_method_lists_known_ones(mlp):
 
 
 def test_unknown_workload_lists_known_ones():
-    with pytest.raises(ValueError, match=r"unknown workload 'resnet'; choose one of: mlp, simple_cnn, tiny_transformer"):
+    with pytest.raises(
+        ValueError, match=r"unknown workload 'resnet'; choose one of: mlp, simple_cnn, tiny_transformer"
+    ):
         make_workload("resnet", batch_size=2)
 
 
@@ -41,7 +46,9 @@ def test_inputs_on_another_device_than_model(mlp):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so asking for it is not an error")
 def test_cuda_requested_without_cuda():
-    with pytest.raises(ValueError, match="device 'cuda' requested but CUDA is not available on this machine; use device='cpu'"):
+    with pytest.raises(
+        ValueError, match="device 'cuda' requested but CUDA is not available on this machine; use device='cpu'"
+    ):
         make_workload("mlp", batch_size=2, device="cuda")
 
 
@@ -53,7 +60,9 @@ def test_invalid_device_string():
 @pytest.mark.parametrize("norm", [torch.nn.BatchNorm1d, torch.nn.SyncBatchNorm])
 def test_batchnorm_in_training_mode(norm):
     model = torch.nn.Sequential(torch.nn.Linear(6, 4), norm(4), torch.nn.Linear(4, 3))
-    with pytest.raises(ValueError, match=r"1 is a \w*BatchNorm\w* in training mode.*call model.eval\(\) or use GroupNorm") as e:
+    with pytest.raises(
+        ValueError, match=r"1 is a \w*BatchNorm\w* in training mode.*call model.eval\(\) or use GroupNorm"
+    ) as e:
         per_sample_grads(model, F.cross_entropy, torch.randn(5, 6), torch.randint(3, (5,)))
     one_line(e)
 
@@ -61,7 +70,9 @@ def test_batchnorm_in_training_mode(norm):
 @pytest.mark.parametrize("method", ["loop", "vmap", "expanded_weights", "opacus"])
 def test_loss_that_is_not_a_scalar(mlp, method):
     unreduced = lambda p, t: F.nll_loss(p, t, reduction="none")  # noqa: E731
-    with pytest.raises(ValueError, match=r"loss_fn must return a scalar tensor for one sample, got \(1,\); reduce it") as e:
+    with pytest.raises(
+        ValueError, match=r"loss_fn must return a scalar tensor for one sample, got \(1,\); reduce it"
+    ) as e:
         per_sample_grads(mlp.model, unreduced, mlp.inputs, mlp.targets, method=method)
     one_line(e)
 
@@ -74,9 +85,21 @@ def test_loss_that_is_not_a_tensor(mlp):
 @pytest.mark.parametrize(
     "args, error, message",
     [
-        (("not a model", F.nll_loss, torch.randn(2, 3), torch.zeros(2)), TypeError, "model must be a torch.nn.Module, got str"),
-        ((torch.nn.Linear(3, 2), "nll", torch.randn(2, 3), torch.zeros(2)), TypeError, "loss_fn must be callable, got str"),
-        ((torch.nn.Linear(3, 2), F.nll_loss, [[1.0]], torch.zeros(2)), TypeError, "inputs must be a torch.Tensor, got list"),
+        (
+            ("not a model", F.nll_loss, torch.randn(2, 3), torch.zeros(2)),
+            TypeError,
+            "model must be a torch.nn.Module, got str",
+        ),
+        (
+            (torch.nn.Linear(3, 2), "nll", torch.randn(2, 3), torch.zeros(2)),
+            TypeError,
+            "loss_fn must be callable, got str",
+        ),
+        (
+            (torch.nn.Linear(3, 2), F.nll_loss, [[1.0]], torch.zeros(2)),
+            TypeError,
+            "inputs must be a torch.Tensor, got list",
+        ),
         ((torch.nn.Linear(3, 2), F.nll_loss, torch.tensor(1.0), torch.zeros(2)), ValueError, "inputs is a scalar"),
     ],
 )

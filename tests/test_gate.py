@@ -1,8 +1,8 @@
 """The regression gate: statistics on samples, and the command on real stored runs."""
+
 import json
 import re
 import shutil
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +20,9 @@ def lognormal(median, n, seed, spread=0.05):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_a_20_percent_slowdown_is_flagged(seed):
-    change, low, high, p, regressed = gate.compare_samples(lognormal(1.0, 10, seed), lognormal(1.2, 10, seed + 100),
-                                                           threshold=0.1)
+    change, low, high, p, regressed = gate.compare_samples(
+        lognormal(1.0, 10, seed), lognormal(1.2, 10, seed + 100), threshold=0.1
+    )
     assert regressed and p < 0.01 and low < change < high and change == pytest.approx(0.2, abs=0.06)
 
 
@@ -32,8 +33,9 @@ def test_same_distribution_is_not_flagged(seed):
 
 
 def test_a_significant_but_small_change_is_not_flagged():
-    change, low, high, p, regressed = gate.compare_samples(lognormal(1.0, 200, 1, 0.01), lognormal(1.02, 200, 2, 0.01),
-                                                           threshold=0.1)
+    change, low, high, p, regressed = gate.compare_samples(
+        lognormal(1.0, 200, 1, 0.01), lognormal(1.02, 200, 2, 0.01), threshold=0.1
+    )
     assert p < 0.01 and high < 0.1 and not regressed
 
 
@@ -52,7 +54,7 @@ def test_noise_between_runs_is_estimated_from_successive_stored_runs():
     runs = [_run(f"r{i}", offset, POINT, i) for i, offset in enumerate(offsets)]
     noise = gate.noise_between_runs(runs)[(POINT, "ratio")]
     assert 0.05 < noise.sd < 0.1 and noise.runs == 40  # the change between two runs: sqrt(2) x 5%, about 7%
-    assert (POINT, "ratio") not in gate.noise_between_runs(runs[:gate.MIN_HISTORY - 1])
+    assert (POINT, "ratio") not in gate.noise_between_runs(runs[: gate.MIN_HISTORY - 1])
 
 
 def test_false_alarms_stay_at_alpha_when_the_spread_is_learnt_from_few_runs():
@@ -86,15 +88,24 @@ def test_a_shift_within_the_noise_between_runs_is_not_flagged_but_a_larger_one_i
     assert known.regressed and known.low > 0.3
 
 
-POINTS = [Point("simple_cnn", "vmap", 8, "cpu"), Point("simple_cnn", "vmap", 32, "cpu"), Point("mlp", "vmap", 64, "cpu"),
-          Point("tiny_transformer", "vmap", 64, "cpu")]
+POINTS = [
+    Point("simple_cnn", "vmap", 8, "cpu"),
+    Point("simple_cnn", "vmap", 32, "cpu"),
+    Point("mlp", "vmap", 64, "cpu"),
+    Point("tiny_transformer", "vmap", 64, "cpu"),
+]
 
 
 def _runs(name, offsets, seed):
     """A stored run with a ``_run`` at each of ``POINTS``, shifted by its own offset."""
     parts = [_run(name, offset, point, seed + 10 * k) for k, (point, offset) in enumerate(zip(POINTS, offsets))]
-    return history.Run(Path(name), {}, "", {p: v for part in parts for p, v in part.samples.items()},
-                       {p: v for part in parts for p, v in part.baseline_rounds.items()})
+    return history.Run(
+        Path(name),
+        {},
+        "",
+        {p: v for part in parts for p, v in part.samples.items()},
+        {p: v for part in parts for p, v in part.baseline_rounds.items()},
+    )
 
 
 def test_the_geometric_mean_of_a_methods_points_catches_what_no_single_point_can():
@@ -114,8 +125,9 @@ def test_the_geometric_mean_of_a_methods_points_catches_what_no_single_point_can
         rng = np.random.default_rng(seed)
         stored = [_runs(f"r{i}", rng.normal(0, 0.05, 4), 100 * i) for i in range(12)]
         offsets = rng.normal(0, 0.05, 4)
-        changes = gate.compare_runs(_runs("a", offsets, 5000), _runs("c", offsets + np.log(1.15), 7000),
-                                    history=stored, metrics=("ratio",))
+        changes = gate.compare_runs(
+            _runs("a", offsets, 5000), _runs("c", offsets + np.log(1.15), 7000), history=stored, metrics=("ratio",)
+        )
         pooled = [c for c in changes if isinstance(c.point, gate.Pooled)]
         assert [c.point.id for c in pooled] == ["vmap-cpu (weighted geomean of 4)"] and len(changes) == 5
         assert pooled[0].change == pytest.approx(0.15, abs=0.01)
@@ -182,8 +194,12 @@ def test_a_row_significant_alone_is_not_flagged_among_many():
     slowed = next(c for c in changes if c.point == POINTS[0] and c.metric == "ratio")
     assert slowed.p_row < gate.DEFAULT_ALPHA <= slowed.p_value and not slowed.regressed, slowed
     assert np.allclose([c.p_value for c in changes], gate.holm([c.p_row for c in changes], [1 / 8] * 8))
-    alone = [history.Run(Path(run.name), {}, "", {POINTS[0]: run.samples[POINTS[0]]},
-                         {POINTS[0]: run.baseline_rounds[POINTS[0]]}) for run in (baseline, candidate)]
+    alone = [
+        history.Run(
+            Path(run.name), {}, "", {POINTS[0]: run.samples[POINTS[0]]}, {POINTS[0]: run.baseline_rounds[POINTS[0]]}
+        )
+        for run in (baseline, candidate)
+    ]
     assert gate.compare_runs(*alone, thresholds={"ratio": 0.0, "time": 0.0}, metrics=("ratio",))[0].regressed
 
 
@@ -195,11 +211,14 @@ def test_the_geometric_mean_needs_two_points_and_the_spread_between_runs():
     def pooled(candidate, runs):
         return [c for c in gate.compare_runs(baseline, candidate, history=runs) if isinstance(c.point, gate.Pooled)]
 
-    assert {(c.point.id, c.metric) for c in pooled(slowed, stored)} == {("vmap-cpu (weighted geomean of 4)", "ratio"),
-                                                                        ("vmap-cpu (weighted geomean of 4)", "time")}
-    assert pooled(slowed, stored[:gate.MIN_HISTORY - 1]) == []  # the rounds of four points say nothing of their mean
-    one_point = history.Run(Path("one"), {}, "", {POINTS[0]: slowed.samples[POINTS[0]]},
-                            {POINTS[0]: slowed.baseline_rounds[POINTS[0]]})
+    assert {(c.point.id, c.metric) for c in pooled(slowed, stored)} == {
+        ("vmap-cpu (weighted geomean of 4)", "ratio"),
+        ("vmap-cpu (weighted geomean of 4)", "time"),
+    }
+    assert pooled(slowed, stored[: gate.MIN_HISTORY - 1]) == []  # the rounds of four points say nothing of their mean
+    one_point = history.Run(
+        Path("one"), {}, "", {POINTS[0]: slowed.samples[POINTS[0]]}, {POINTS[0]: slowed.baseline_rounds[POINTS[0]]}
+    )
     assert pooled(one_point, stored) == []  # the mean of one point is the point's own row
 
 
@@ -212,8 +231,9 @@ def test_gate_flags_a_real_injected_slowdown(stored_runs):
     """
     code, out = persample("compare", stored_runs["base"], stored_runs["slowed"], "--threshold-time", "0.5")
     assert code == cli.REGRESSION, out
-    verdicts = [(line.split()[0], line.split()[1], line.split()[-1]) for line in out.splitlines()
-                if line.startswith("mlp-")]
+    verdicts = [
+        (line.split()[0], line.split()[1], line.split()[-1]) for line in out.splitlines() if line.startswith("mlp-")
+    ]
     assert ("mlp-vmap-B64-cpu", "speedup", "REGRESSION") in verdicts, out
     assert ("mlp-loop-B64-cpu", "time", "ok") in verdicts, out
     statuses = [verdict for *_, verdict in verdicts]
@@ -230,25 +250,38 @@ def test_gate_reports_a_methods_points_together_first(stored_runs, tmp_path):
             twin["extra_info"]["batch_size"] = 65
         data["benchmarks"] += twins
         (tmp_path / path.name).write_text(json.dumps(data))
-    code, out = persample("compare", tmp_path / stored_runs["unchanged"][-1].name, tmp_path / stored_runs["slowed"].name,
-                          "--threshold-time", "0.5")
+    code, out = persample(
+        "compare",
+        tmp_path / stored_runs["unchanged"][-1].name,
+        tmp_path / stored_runs["slowed"].name,
+        "--threshold-time",
+        "0.5",
+    )
     assert code == cli.REGRESSION and "'weighted geomean of N' rows: a method over its N points" in out, out
     # 12 rows: vmap's speedup at the two points, six times, vmap's pooled speedup and three pooled times
     assert "regression: p over all 12 rows < 0.01" in out and "pooled speedup rows share 75% of 0.01" in out, out
     rows = [line.split() for line in out.splitlines() if line.startswith(("mlp-", "vmap-", "loop-", "floor-"))]
     assert rows[0][:2] == ["vmap-cpu", "(weighted"] and rows[0][5] == "speedup" and rows[0][-1] == "REGRESSION", out
-    assert {" ".join(row[:5]) for row in rows} >= {"loop-cpu (weighted geomean of 2)", "floor-cpu (weighted geomean of 2)"}, out
+    assert {" ".join(row[:5]) for row in rows} >= {
+        "loop-cpu (weighted geomean of 2)",
+        "floor-cpu (weighted geomean of 2)",
+    }, out
     assert "vmap-cpu (weighted geomean of 2), speedup: weighs most mlp-vmap-B6" in out, out  # twins: 50% each
     assert "in 6 common point(s)" in out, out
 
 
 def test_gate_option_gates_the_run_in_progress(stored_runs):
     """``pytest --benchmark-only --gate``: the first run is the baseline, the slowed one fails the session."""
-    assert "no baseline yet" in stored_runs["first_gate"] and "is the baseline for the next run" in stored_runs["first_gate"]
+    assert (
+        "no baseline yet" in stored_runs["first_gate"]
+        and "is the baseline for the next run" in stored_runs["first_gate"]
+    )
     report = stored_runs["slowed_gate"].split("persample gate", 1)[1]
     assert f"baseline  {stored_runs['unchanged'][-1]}" in report and f"candidate {stored_runs['slowed']}" in report
-    assert any(line.startswith("mlp-vmap-B64-cpu") and "speedup" in line and "REGRESSION" in line
-               for line in report.splitlines()), report
+    assert any(
+        line.startswith("mlp-vmap-B64-cpu") and "speedup" in line and "REGRESSION" in line
+        for line in report.splitlines()
+    ), report
 
 
 def test_gate_passes_an_unchanged_rerun(stored_runs):
@@ -307,12 +340,22 @@ def test_a_run_without_raw_rounds_is_refused(stored_runs, tmp_path):
     assert code == cli.BAD_INPUT and "not a persample run with raw rounds (missing 'data')" in out
 
 
-@pytest.mark.parametrize("changed, code, message", [
-    ({"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1}, cli.OTHER_HARDWARE,
-     "come from different hardware (gpu_name: None != 'NVIDIA H100 80GB HBM3'; gpu_count: 0 != 1)"),
-    ({"torch_threads": 2, "timer": "wall"}, cli.BAD_INPUT,
-     "were timed differently (torch_threads: 1 != 2; timer: 'cpu' != 'wall')"),
-], ids=["hardware", "settings"])
+@pytest.mark.parametrize(
+    "changed, code, message",
+    [
+        (
+            {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1},
+            cli.OTHER_HARDWARE,
+            "come from different hardware (gpu_name: None != 'NVIDIA H100 80GB HBM3'; gpu_count: 0 != 1)",
+        ),
+        (
+            {"torch_threads": 2, "timer": "wall"},
+            cli.BAD_INPUT,
+            "were timed differently (torch_threads: 1 != 2; timer: 'cpu' != 'wall')",
+        ),
+    ],
+    ids=["hardware", "settings"],
+)
 def test_runs_that_cannot_be_compared_are_refused_naming_the_fields(stored_runs, tmp_path, changed, code, message):
     other = json.loads(stored_runs["rerun"].read_text())
     other["machine_info"]["persample"].update(changed)
@@ -368,8 +411,10 @@ def test_sensitivity_counts_flagged_pairs_across_trials():
 
     point = Point("mlp", "vmap", 64, "cpu")
 
-    runs = {0.0: [_run(f"r{s}", 0.0, point, s, 0.03) for s in range(4)],
-            0.2: [_run(f"s{s}", np.log(1.2), point, s + 10, 0.03) for s in range(4)]}
+    runs = {
+        0.0: [_run(f"r{s}", 0.0, point, s, 0.03) for s in range(4)],
+        0.2: [_run(f"s{s}", np.log(1.2), point, s + 10, 0.03) for s in range(4)],
+    }
     # unchanged: each pair of trials once; slowed: every other trial's run (4 x 3), never a trial against itself
     result = flagged(runs, [0.1])[0.1]
     assert result[0.0] == {point.id: (0, 6), "all points": (0, 6), "runs (any row)": (0, 6)}
@@ -407,13 +452,18 @@ def test_sensitivity_of_stored_runs_gates_them_against_each_other(stored_runs):
     cells = _cells(out, "the gate on the rounds alone", "mlp-vmap-B64-cpu")
     assert [total for _, total in cells] == [runs * (runs - 1) // 2] + [runs * (runs - 1)] * 4
     assert cells[-1][0] >= cells[-1][1] / 2, out  # 20% slower: about two rounds' spreads, caught in most pairs
-    assert [total for _, total in _cells(out, "the gate on the rounds alone", "runs (any row)")] == [c[1] for c in cells]
+    assert [total for _, total in _cells(out, "the gate on the rounds alone", "runs (any row)")] == [
+        c[1] for c in cells
+    ]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "opacus"], "has no point of opacus; name a method it has with --method"),
-    (["--save", "study.json"], "--save keeps measured trials; --stored measures nothing"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "opacus"], "has no point of opacus; name a method it has with --method"),
+        (["--save", "study.json"], "--save keeps measured trials; --stored measures nothing"),
+    ],
+)
 def test_sensitivity_of_stored_runs_refuses_what_it_cannot_study(stored_runs, args, message):
     code, out = persample("sensitivity", "--stored", *stored_runs["unchanged"], *args)
     assert code == cli.BAD_INPUT and message in out, out
@@ -440,8 +490,13 @@ def test_sensitivity_of_stored_runs_needs_three(stored_runs, tmp_path):
     assert code == cli.BAD_INPUT and f"stored on this hardware under {tmp_path}: 0" in out, out
 
 
-@pytest.mark.parametrize("args, message", [(["--trials", "2"], "--trials must be at least 3"),
-                                           (["--timer", "cpu", "--threads", "2"], "needs one torch thread, not 2")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--trials", "2"], "--trials must be at least 3"),
+        (["--timer", "cpu", "--threads", "2"], "needs one torch thread, not 2"),
+    ],
+)
 def test_sensitivity_refuses_what_it_cannot_measure(args, message):
     code, out = persample("sensitivity", *args)
     assert code == 2 and message in out

@@ -1,4 +1,5 @@
 """The three rooms and the one way their imports run: core <- harness -> gate, the gate without torch."""
+
 import subprocess
 import sys
 
@@ -14,8 +15,10 @@ def modules_after(statement: str) -> set[str]:
 
 
 def test_the_gate_reads_and_gates_runs_without_torch():
-    loaded = modules_after("import persample_gate.cli, persample_gate.gate, persample_gate.history, "
-                           "persample_gate.plots, persample_gate.sensitivity, persample_gate.summary")
+    loaded = modules_after(
+        "import persample_gate.cli, persample_gate.gate, persample_gate.history, "
+        "persample_gate.plots, persample_gate.sensitivity, persample_gate.summary"
+    )
     assert "torch" not in loaded and "persample_bench" not in loaded and "persample_core" not in loaded
 
 
@@ -27,6 +30,8 @@ def test_the_library_imports_neither_the_harness_nor_the_gate():
 
 @pytest.mark.parametrize("package", ["scipy", "matplotlib", "pytest_benchmark"])
 def test_the_library_does_not_need_the_suites_dependencies(package):
-    loaded = modules_after(f"sys.modules[{package!r}] = None; import persample_core as ps; "
-                           "ps.per_sample_grads(*ps.make_workload('mlp', batch_size=2))")
+    loaded = modules_after(
+        f"sys.modules[{package!r}] = None; import persample_core as ps; "
+        "ps.per_sample_grads(*ps.make_workload('mlp', batch_size=2))"
+    )
     assert "persample_core" in loaded

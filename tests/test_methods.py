@@ -1,6 +1,6 @@
 """What the methods beyond loop and vmap promise besides matching the reference
 (which tests/test_correctness.py checks for every method)."""
-import sys
+
 from pathlib import Path
 
 import pytest
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import persample_core.methods as methods
+from persample_bench.prepare import prepare_point
 from persample_core import MethodUnavailable, compile_seconds, make_workload, per_sample_grads, prepare
 from persample_gate.runs import Point
-from persample_bench.prepare import prepare_point
 
 pytest_plugins = ["pytester"]
 
@@ -49,7 +49,10 @@ def test_compiler_failure_makes_the_method_unavailable(linear, monkeypatch):
 
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=no_compiler, **kw))
-    with pytest.raises(MethodUnavailable, match=r"torch.compile cannot compile here \(no_compiler\): RuntimeError: no C\+\+ compiler found$"):
+    with pytest.raises(
+        MethodUnavailable,
+        match=r"torch.compile cannot compile here \(no_compiler\): RuntimeError: no C\+\+ compiler found$",
+    ):
         per_sample_grads(*linear, method="vmap_compiled")
 
 
@@ -91,7 +94,9 @@ def test_default_chunk_size_is_used_without_the_variable(monkeypatch):
 @pytest.mark.parametrize("value", ["0", "-2", "abc", "2.5"])
 def test_bad_chunk_size_names_the_variable(value, monkeypatch):
     monkeypatch.setenv("PERSAMPLE_CHUNK_SIZE", value)
-    with pytest.raises(ValueError, match=f"PERSAMPLE_CHUNK_SIZE must be a positive integer, got '{value}'; unset it for 16"):
+    with pytest.raises(
+        ValueError, match=f"PERSAMPLE_CHUNK_SIZE must be a positive integer, got '{value}'; unset it for 16"
+    ):
         per_sample_grads(*make_workload("mlp", batch_size=2), method="vmap_chunked")
 
 
@@ -143,8 +148,12 @@ def test_hook_methods_take_the_loss_of_each_sample_alone(method, loss_fn):
 
 def test_expanded_weights_names_an_unsupported_layer():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.PReLU(), torch.nn.Linear(3, 2))
-    with pytest.raises(MethodUnavailable, match=r"expanded_weights does not support PReLU \(1\); it handles Linear, Conv1d"):
-        per_sample_grads(model, F.cross_entropy, torch.randn(2, 4), torch.zeros(2, dtype=torch.long), method="expanded_weights")
+    with pytest.raises(
+        MethodUnavailable, match=r"expanded_weights does not support PReLU \(1\); it handles Linear, Conv1d"
+    ):
+        per_sample_grads(
+            model, F.cross_entropy, torch.randn(2, 4), torch.zeros(2, dtype=torch.long), method="expanded_weights"
+        )
 
 
 def test_opacus_names_a_layer_with_buffers():
@@ -156,7 +165,9 @@ def test_opacus_names_a_layer_with_buffers():
 def test_opacus_refuses_a_model_in_eval_mode():
     """Opacus records activations in training mode only: in eval mode it would return no gradients."""
     model, loss_fn, inputs, targets = make_workload("mlp", batch_size=2)
-    with pytest.raises(MethodUnavailable, match="opacus records activations in training mode only, and net.0 is in eval mode"):
+    with pytest.raises(
+        MethodUnavailable, match="opacus records activations in training mode only, and net.0 is in eval mode"
+    ):
         per_sample_grads(model.eval(), loss_fn, inputs, targets, method="opacus")
 
 

@@ -1,4 +1,5 @@
 """Figures are made from real stored runs."""
+
 import pytest
 
 from persample_gate import history, plots

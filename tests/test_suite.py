@@ -1,4 +1,5 @@
 """The benchmark machinery: synchronisation, skips, derived figures, recorded fields."""
+
 import json
 import os
 import subprocess
@@ -9,13 +10,13 @@ import torch
 
 from persample_bench import memory, timing
 from persample_bench import prepare as suite
+from persample_bench.bench import prepare_or_skip
+from persample_bench.grid import axes, in_sweep, points
 from persample_core import make_workload
 from persample_gate import machine as hardware
-from persample_bench.grid import axes, in_sweep, points
 from persample_gate.runs import Point
 from persample_gate.summary import derive, summary_table
 from tests.conftest import CORE_METHODS
-from persample_bench.bench import prepare_or_skip
 
 
 def test_synchronized_waits_for_cuda_after_the_call(monkeypatch):
@@ -53,8 +54,13 @@ def test_absent_cuda_point_is_skipped_with_a_reason():
         prepare_or_skip(Point("mlp", "vmap", 2, "cuda"))
 
 
-@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB"),
-                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 1 TB")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 1 TB"),
+    ],
+)
 def test_out_of_memory_point_is_skipped_with_a_reason(monkeypatch, error):
     def oom(point):
         raise error
@@ -105,9 +111,23 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
     """End to end: one timed point pair through pytest-benchmark, read back from its JSON."""
     out = tmp_path / "run.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "--benchmark-only", "-p", "no:cacheprovider",
-         "-k", f"mlp and B1- and cpu and {CORE_METHODS}", f"--benchmark-json={out}", "--benchmark-max-time=0.05", "-q"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_benchmarks.py",
+            "--benchmark-only",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            f"mlp and B1- and cpu and {CORE_METHODS}",
+            f"--benchmark-json={out}",
+            "--benchmark-max-time=0.05",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "persample summary" in proc.stdout and "x floor" in proc.stdout and "peak mem" in proc.stdout
@@ -119,14 +139,24 @@ def test_a_timed_run_records_extra_info_and_machine_info(tmp_path):
     by_method = {b["extra_info"]["method"]: b for b in run["benchmarks"]}
     assert set(by_method) == {"loop", "vmap", "floor"}
     vmap = by_method["vmap"]
-    for key in ("workload", "batch_size", "device", "dtype", "time_per_sample", "speedup_over_loop", "floor_multiple",
-                "peak_memory_bytes", "memory_vs_minimum"):
+    for key in (
+        "workload",
+        "batch_size",
+        "device",
+        "dtype",
+        "time_per_sample",
+        "speedup_over_loop",
+        "floor_multiple",
+        "peak_memory_bytes",
+        "memory_vs_minimum",
+    ):
         assert vmap["extra_info"][key] is not None, key
     assert len(vmap["extra_info"]["baseline_rounds"]) == len(vmap["stats"]["data"]) >= 20  # GATED_ROUNDS
     assert {b["extra_info"]["timer"] for b in run["benchmarks"]} == {"wall"}
     assert vmap["extra_info"]["compile_seconds"] is None  # recorded for every point, set where a method compiles
     assert vmap["extra_info"]["speedup_over_loop"] == pytest.approx(
-        by_method["loop"]["stats"]["median"] / vmap["stats"]["median"])
+        by_method["loop"]["stats"]["median"] / vmap["stats"]["median"]
+    )
 
 
 @pytest.mark.skipif(not memory.cpu_peak_supported(), reason="needs Linux's /proc/self/clear_refs to reset the peak")
@@ -159,8 +189,13 @@ def test_a_prepared_point_runs_on_the_kept_heap_without_fresh_pages():
     in this long test process a repeated 100 MB call sometimes faulted all its
     pages in again (not understood yet).
     """
-    child = subprocess.run([sys.executable, "-c", FAULTS_PER_CALL], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    child = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_CALL],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert child.returncode == 0, child.stderr[-3000:]
     faults = sorted(int(line) for line in child.stdout.split())
     assert len(faults) == 5 and faults[2] < 1000, faults  # 24,582 (100 MB) per call when freed blocks go back
@@ -183,9 +218,25 @@ def test_the_cpu_clock_needs_one_thread_and_cuda_keeps_the_wall_clock():
 
 
 def test_cpu_timer_with_several_threads_is_a_usage_error():
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "--co", "-q", "-p",
-                           "no:cacheprovider", "--timer", "cpu", "--threads", "2"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_benchmarks.py",
+            "--co",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--timer",
+            "cpu",
+            "--threads",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 4 and "the cpu timer needs one torch thread, not 2" in proc.stderr
 
 

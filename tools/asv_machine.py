@@ -12,6 +12,7 @@ Results from several machines merge in one dashboard: copy each machine's
 ``.asv/results/<machine>/`` folder into one results directory and run
 ``asv publish`` there.
 """
+
 from __future__ import annotations
 
 import re

@@ -8,6 +8,7 @@ page at them (their integrity hashes go: the copies are not byte-identical).
 
     asv publish && python tools/asv_offline.py && asv preview
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,11 @@ def fetch_sources(cache: Path) -> Path:
     """asv 0.5.1's source archive, downloaded once with pip into ``cache``."""
     archives = sorted(cache.glob("asv-0.5.1.tar.gz"))
     if not archives:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(cache), SOURCE], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(cache), SOURCE],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         archives = sorted(cache.glob("asv-0.5.1.tar.gz"))
     return archives[0]
 
