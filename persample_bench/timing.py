@@ -20,10 +20,11 @@ clock (``clock_for``).
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
+
+from persample_bench.precision import Precision, planned_rounds, relative_half_width, statistic
 
 
 def synchronize(device) -> None:
@@ -102,19 +103,34 @@ def check_timer(timer: str, threads: int) -> None:
         )
 
 
-def rounds_for(per_round: float, min_rounds: int, max_time: float, most: int = 1000) -> int:
-    """Rounds to time: at least ``min_rounds``, more while they fit in ``max_time`` seconds.
+def plan(fns: dict, precision: Precision, clock=time.perf_counter) -> tuple[int, dict]:
+    """The pilot of a point (also its warm-up): the rounds to time after it, and what it found
+    (``persample_bench.precision``). ``fns``: ``{"method": ...}``, and ``"baseline"`` where interleaved."""
+    started = time.perf_counter()
+    pilot = interleaved(fns, rounds=precision.pilot_rounds, warmup=0, clock=clock)
+    spent = time.perf_counter() - started
+    rounds = planned_rounds(statistic(pilot), spent / precision.pilot_rounds, precision, precision.max_time - spent)
+    return rounds, {"pilot_rounds": precision.pilot_rounds, "pilot_seconds": spent}
 
-    The rule pytest-benchmark applies to its own rounds, for callables we time
-    ourselves (interleaved rounds).
-    """
-    return max(min_rounds, min(most, math.ceil(max_time / max(per_round, 1e-9))))
+
+def measure(fns: dict, precision: Precision, clock=time.perf_counter) -> tuple[dict, dict]:
+    """``plan``, then the planned rounds: (seconds per call, one list per name; what was reached)."""
+    rounds, found = plan(fns, precision, clock)
+    samples = interleaved(fns, rounds=rounds, warmup=0, clock=clock)
+    return samples, {**found, **reached(samples, precision)}
 
 
-def rounds_to_fill(fns: dict, min_rounds: int, max_time: float) -> int:
-    """``rounds_for`` interleaved rounds of ``fns``, sized by one round of them on the wall clock."""
-    per_round = sum(times[0] for times in interleaved(fns, rounds=1, warmup=0).values())
-    return rounds_for(per_round, min_rounds, max_time)
+def reached(samples: dict, precision: Precision) -> dict:
+    """What a point's rounds reached, for its record: rounds, the precision of its median, and whether that met
+    the target."""
+    half_width = relative_half_width(statistic(samples))
+    return {
+        "rounds": len(samples["method"]),
+        "precision": half_width,
+        "precision_target": precision.target,
+        "max_time": precision.max_time,
+        "resolved": half_width <= precision.target,
+    }
 
 
 def interleaved(fns: dict, *, rounds: int, warmup: int = 1, clock=time.perf_counter) -> dict[str, list[float]]:
