@@ -4,7 +4,9 @@
 of the sweep; the plain test run executes each once, untimed, so a broken
 benchmark fails CI. The vmap point is timed in rounds interleaved with the
 loop (the loop runs untimed by pytest-benchmark in each round's setup, timed by
-us), so the ratio the gate tests is free of machine drift.
+us), so the ratio the gate tests is free of machine drift. Every point is
+timed until its median is known to the run's precision or its time cap
+(``persample_bench.precision``); what it reached is recorded with it.
 """
 
 from __future__ import annotations
@@ -14,21 +16,20 @@ from dataclasses import replace
 import pytest
 import torch
 
-from persample_bench.grid import GATED_ROUNDS
 from persample_bench.memory import peak_bytes
-from persample_bench.plugin import record
 from persample_bench.prepare import prepare_point
-from persample_bench.timing import CLOCKS, clock_for, is_out_of_memory, rounds_to_fill
+from persample_bench.timing import is_out_of_memory, plan, reached
 from persample_core import BASELINE, MethodUnavailable
 
-INTERLEAVED = {"vmap"}
+INTERLEAVED = {"vmap"}  # timed in rounds with the baseline: the suite's question, and the gate's speedup rows
 
 
-def prepare_or_skip(point):
+def prepare_or_skip(point, **how):
+    """``prepare_point(point, **how)``, or a skip saying why it cannot run here."""
     if point.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available on this machine")
     try:
-        return prepare_point(point)
+        return prepare_point(point, **how)
     except MethodUnavailable as err:
         pytest.skip(f"{point.method} unavailable: {err}")
     except (RuntimeError, MemoryError) as err:
@@ -45,33 +46,11 @@ def seconds(fn, clock) -> float:
     return clock() - start
 
 
-def interleaved_with_baseline(benchmark, prepared, point, config, clock):
-    """Time ``prepared`` with a timed baseline call before each round, recorded in extra_info.
-
-    Rounds follow the sweep's GATED_ROUNDS (the gate's power comes from them),
-    or the run's --benchmark-min-rounds and --benchmark-max-time where larger.
-    """
-    baseline = prepare_or_skip(replace(point, method=BASELINE))
-    baseline_rounds = []
-    min_rounds, max_time = GATED_ROUNDS[config.getoption("sweep")]
-    rounds = rounds_to_fill(
-        {"method": prepared.run, "baseline": baseline.run},
-        max(min_rounds, config.getoption("benchmark_min_rounds")),
-        max(max_time, float(config.getoption("benchmark_max_time"))),
-    )
-    benchmark.pedantic(
-        prepared.run, setup=lambda: baseline_rounds.append(seconds(baseline.run, clock)), rounds=rounds, iterations=1
-    )
-    benchmark.extra_info["baseline_rounds"] = baseline_rounds
-
-
-def time_point(benchmark, point, config) -> dict:
-    """Check, prepare and time ``point`` with pytest-benchmark's ``benchmark`` fixture; its extra_info."""
-    prepared = prepare_or_skip(point)
-    clock = clock_for(config.getoption("timer"), point.device)
-    # pytest-benchmark has one timer per session (--benchmark-timer); a CUDA
-    # point of a --timer cpu run needs the wall clock, so it is set per point.
-    benchmark._timer = CLOCKS[clock]
+def time_point(benchmark, point, settings) -> dict:
+    """Check, prepare and time ``point`` with pytest-benchmark's ``benchmark`` fixture (whose clock the plugin
+    set for the point's device); its extra_info. ``settings``: the run's ``plugin.Settings``."""
+    how = {"heap": settings.heap, "progress": settings.progress}
+    prepared = prepare_or_skip(point, **how)
     benchmark.group = f"{point.workload} {point.device} B={point.batch_size}"
     benchmark.extra_info.update(
         workload=point.workload,
@@ -83,16 +62,26 @@ def time_point(benchmark, point, config) -> dict:
         n_params=prepared.n_params,
         gradient_bytes=prepared.gradient_bytes,
         compile_seconds=prepared.compile_seconds,
-        timer=clock,
+        timer=settings.clock_name(point),
     )
+    clock = settings.clock(point)
+    fns = {"method": prepared.run}
     if point.method in INTERLEAVED:
-        interleaved_with_baseline(benchmark, prepared, point, config, CLOCKS[clock])
-    else:
-        benchmark(prepared.run)
-    if not benchmark.disabled:  # one more call, untimed, for its peak memory
-        peak = peak_bytes(prepared.run, point.device)
-        benchmark.extra_info.update(
-            peak_memory_bytes=peak, memory_vs_minimum=None if peak is None else peak / prepared.gradient_bytes
-        )
-    record(config, point, benchmark)
+        fns["baseline"] = prepare_or_skip(replace(point, method=BASELINE), **how).run
+    precision = settings.precision(gated="baseline" in fns)
+    rounds, found = (1, {}) if benchmark.disabled else plan(fns, precision, clock)
+    baseline_rounds = []
+    setup = (lambda: baseline_rounds.append(seconds(fns["baseline"], clock))) if "baseline" in fns else None
+    benchmark.pedantic(prepared.run, setup=setup, rounds=rounds, iterations=1)
+    if benchmark.disabled:
+        return benchmark.extra_info
+    timed = {"method": list(benchmark.stats.stats.data)}
+    if baseline_rounds:
+        timed["baseline"] = benchmark.extra_info["baseline_rounds"] = baseline_rounds
+    benchmark.extra_info.update(found, **reached(timed, precision))
+    peak = peak_bytes(prepared.run, point.device)  # one more call, untimed
+    benchmark.extra_info.update(
+        peak_memory_bytes=peak, memory_vs_minimum=None if peak is None else peak / prepared.gradient_bytes
+    )
+    settings.record(point, benchmark)
     return benchmark.extra_info

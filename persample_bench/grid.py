@@ -1,67 +1,99 @@
-"""The sweep, defined once: workloads x methods x batch sizes x devices.
+"""The sweep, defined once: workloads x methods x batch sizes x devices, and how precisely each point is timed.
 
 Both harnesses read it: the pytest-benchmark suite parametrizes over
-``points()``, the asv suite takes ``AXES`` as its params and skips what
+``points()``, the asv suite takes ``axes()`` as its params and skips what
 ``in_sweep`` rejects. A new method in ``METHODS`` or a new workload is swept
 with no change here unless it needs its own batch sizes.
 
-The sweep is chosen by ``PERSAMPLE_SWEEP`` (``quick``, the default, or
-``full``), so one switch serves both harnesses.
+The sweep is chosen by ``--sweep`` or ``PERSAMPLE_SWEEP``, so one switch
+serves both harnesses:
+
+- ``mission`` (the default): the tutorial's question, the loop against vmap
+  (and the floor) on its CNN across batch sizes, and at one batch size on
+  the two other workloads;
+- ``quick``: every method, at more batch sizes of the other workloads;
+- ``full``: every method up to batches where the B x P per-sample gradients
+  (1.2M parameters for simple_cnn) fill a GPU's memory, timed more precisely.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from persample_core.methods import METHODS
+from persample_bench.precision import Precision
+from persample_core.methods import BASELINE, METHODS
 from persample_core.validate import check_choice
 from persample_core.workloads import DEFAULT_WORKLOAD
 from persample_gate.runs import Point
 
 DEVICES = ("cpu", "cuda")
+DEFAULT_SWEEP = "mission"
 
-# Batch sizes per sweep and workload. The quick sweep took 7-9 min on a
-# 2-core CPU with one torch thread, six methods and the floor (2.5 min more
-# compiling vmap_compiled with inductor's cache cold); the full one goes to
-# batches where per-sample gradient memory (B x P floats; 1.2M parameters for
-# simple_cnn) starts to matter on a GPU.
-BATCH_SIZES = {
-    "quick": {
-        DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256),
-        "mlp": (1, 64, 256),
-        "tiny_transformer": (1, 64, 256),
-    },
-    "full": {
-        DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256, 512, 1024),
-        "mlp": (1, 8, 64, 256, 1024),
-        "tiny_transformer": (1, 8, 64, 256, 1024),
-    },
+
+@dataclass(frozen=True)
+class Sweep:
+    """Batch sizes per workload, the methods (None: every one in ``METHODS``), and the precision of the points
+    interleaved with the baseline (``gated``: the speedup the gate tests) and of the others (``plain``)."""
+
+    batch_sizes: dict
+    methods: tuple | None
+    gated: Precision
+    plain: Precision
+
+
+# Precision: the 95% interval of a point's median within +-target, or the time cap. The gated points' speedup
+# varies between processes by about 2-3% on a shared 2-core machine (docs/studies/), so knowing one run's to
+# +-2% costs the gate little power; times move more between runs than that, so their rounds are kept short.
+SWEEPS = {
+    "mission": Sweep(
+        {DEFAULT_WORKLOAD: (1, 8, 32, 64, 128), "mlp": (64,), "tiny_transformer": (64,)},
+        (BASELINE, "vmap"),
+        gated=Precision(0.02, max_time=6.0),
+        plain=Precision(0.03, max_time=2.0),
+    ),
+    "quick": Sweep(
+        {DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256), "mlp": (1, 64, 256), "tiny_transformer": (1, 64, 256)},
+        None,
+        gated=Precision(0.02, max_time=6.0),
+        plain=Precision(0.03, max_time=2.0),
+    ),
+    "full": Sweep(
+        {
+            DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256, 512, 1024),
+            "mlp": (1, 8, 64, 256, 1024),
+            "tiny_transformer": (1, 8, 64, 256, 1024),
+        },
+        None,
+        gated=Precision(0.01, max_time=20.0),
+        plain=Precision(0.02, max_time=5.0),
+    ),
 }
-SWEEPS = tuple(BATCH_SIZES)
-# (min rounds, max seconds) of timing per point, as pytest-benchmark's
-# --benchmark-min-rounds and --benchmark-max-time: the full sweep takes more,
-# which is what lets the gate resolve smaller slowdowns.
-ROUNDS = {"quick": (5, 1.0), "full": (15, 3.0)}
-# The same for the interleaved points, whose ratio to the loop the gate tests:
-# more rounds, because the gate's power comes from them. On this project's
-# 2-core machine one round's ratio varies by about 10% (log standard
-# deviation); going from 4 to 10 s took a run's ratio from 2.4-5.7% to
-# 1.8-3.6% between processes, and the share of 10% slowdowns the gate
-# catches from 20% to 58% of point pairs (84-98% on the four points'
-# geometric mean; README, "How small a slowdown it catches"), for about a
-# minute more of the quick sweep.
-GATED_ROUNDS = {"quick": (20, 10.0), "full": (30, 15.0)}
 
 
 def current_sweep() -> str:
-    sweep = os.environ.get("PERSAMPLE_SWEEP", "quick")
-    check_choice("sweep (PERSAMPLE_SWEEP)", sweep, BATCH_SIZES)
+    sweep = os.environ.get("PERSAMPLE_SWEEP", DEFAULT_SWEEP)
+    check_choice("sweep (PERSAMPLE_SWEEP)", sweep, SWEEPS)
     return sweep
+
+
+def sweep_methods(sweep: str | None = None) -> list[str]:
+    """The methods ``sweep`` times, in registry order."""
+    chosen = SWEEPS[sweep or current_sweep()].methods
+    return [name for name in METHODS if chosen is None or name in chosen]
+
+
+def check_methods(names) -> list[str]:
+    """``names`` as a method list, refused by name unless each is in ``METHODS``; the baseline is added, since
+    every speedup is taken over it."""
+    for name in names:
+        check_choice("method", name, METHODS)
+    return [name for name in METHODS if name in names or name == BASELINE]
 
 
 def axes(sweep: str | None = None) -> dict[str, list]:
     """Every value each axis takes in ``sweep``: asv's ``params``, in the order of ``Point``'s fields."""
-    sizes = BATCH_SIZES[sweep or current_sweep()]
+    sizes = SWEEPS[sweep or current_sweep()].batch_sizes
     return {
         "workload": sorted(sizes),
         "method": list(METHODS),
@@ -71,17 +103,23 @@ def axes(sweep: str | None = None) -> dict[str, list]:
 
 
 def in_sweep(point: Point, sweep: str | None = None) -> bool:
-    sizes = BATCH_SIZES[sweep or current_sweep()]
-    return point.method in METHODS and point.device in DEVICES and point.batch_size in sizes.get(point.workload, ())
+    sizes = SWEEPS[sweep or current_sweep()].batch_sizes
+    return (
+        point.method in sweep_methods(sweep)
+        and point.device in DEVICES
+        and point.batch_size in sizes.get(point.workload, ())
+    )
 
 
-def points(sweep: str | None = None, *, methods=None, devices=DEVICES) -> list[Point]:
-    """The points of ``sweep``, workload by workload, smallest batch first."""
-    sizes = BATCH_SIZES[sweep or current_sweep()]
+def points(sweep: str | None = None, *, methods=None, devices=DEVICES, floor: str | None = None) -> list[Point]:
+    """The points of ``sweep`` (its methods, or ``methods``, and the ``floor`` where named), workload by workload,
+    smallest batch first."""
+    sizes = SWEEPS[sweep or current_sweep()].batch_sizes
+    timed = [*(methods or sweep_methods(sweep)), *([floor] if floor else [])]
     return [
         Point(workload, method, batch_size, device)
         for workload in sizes
         for device in devices
         for batch_size in sizes[workload]
-        for method in (methods or METHODS)
+        for method in timed
     ]

@@ -79,6 +79,23 @@ def keep_freed_memory() -> str:
     return KEPT
 
 
+KEPT_HEAP, SYSTEM_HEAP = "kept", "system"
+# A run's choice (--heap): the kept heap makes a call's time the method's own, not the host's paging; the system
+# allocator is what a plain torch program (the tutorial) runs on. docs/measuring.md compares the two.
+HEAP_POLICIES = (KEPT_HEAP, SYSTEM_HEAP)
+
+
+def apply_heap_policy(policy: str) -> str:
+    """Put this process under ``policy`` (one of ``HEAP_POLICIES``); says what that means here.
+
+    ``system`` leaves the allocator alone. It cannot undo ``kept`` in the same
+    process: a run keeps one policy throughout.
+    """
+    if policy not in HEAP_POLICIES:
+        raise ValueError(f"unknown heap policy {policy!r}; choose one of: {', '.join(HEAP_POLICIES)}")
+    return keep_freed_memory() if policy == KEPT_HEAP else SYSTEM
+
+
 def cpu_peak_supported() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")

@@ -1,47 +1,86 @@
-"""The pytest plugin of the suite: options, the grid's points, hardware in machine_info,
-per-hardware storage, derived figures in extra_info, the summary table at the
-end, and ``--gate``, which gates the run against the one stored before it.
+"""The pytest plugin of the suite: options, the grid's points, their clocks and precision, progress, hardware
+in machine_info, derived figures in the stored JSON, the summary table at the end, and ``--gate``, which gates
+the run against the runs stored before it.
 
 Registered as a ``pytest11`` entry point (pyproject.toml), as pytest-benchmark
 registers its own, so it is loaded wherever the package is installed: a test
 that asks for the ``persample_point`` fixture is run once per point of the
 sweep (``pytest --benchmark-only`` times them; ``--benchmark-disable`` runs
-each once, untimed).
+each once, untimed), with ``persample_settings`` saying how.
 
 Loaded into every pytest session of an environment that has the package, the
 plugin stays out of the way of other suites: torch, the harness and the gate
 are imported when a session asks for what needs them, and the pytest-benchmark
 hooks are optional (an environment with the library alone has no pytest-benchmark).
+
+Runs are stored where pytest-benchmark stores them (``.benchmarks/<machine
+id>/``), so its own ``pytest-benchmark list|compare`` and
+``--benchmark-compare`` find them; pytest-benchmark's machine id ignores the
+CPU model and the GPU, so the hardware is recorded in each run's
+``machine_info["persample"]``, the gate picks runs by it, and
+``--benchmark-compare`` against another hardware's run is refused.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
+import math
 import os
-from pathlib import Path
+import statistics
+import time
+from dataclasses import dataclass, field
 
 import pytest
 
-DEFAULT_STORAGE = "file://./.benchmarks"
-RECORDS = pytest.StashKey[dict]()
-MACHINE = pytest.StashKey[dict]()
-GATE = pytest.StashKey[tuple]()  # (storage folder, newest run stored there before this one)
+SETTINGS = pytest.StashKey["Settings"]()
+GATE = pytest.StashKey[object]()  # the newest run of this hardware stored before this session, or None
+SWEEP_CHOICES = ("mission", "quick", "full")  # persample_bench.grid.SWEEPS, named here to keep torch out of startup
+HEAP_CHOICES = ("kept", "system")  # persample_bench.memory.HEAP_POLICIES, likewise
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("persample")
+    group = parser.getgroup("persample", "persample: per-sample gradient benchmarks")
     group.addoption(
         "--sweep",
-        choices=("quick", "full"),
-        default=os.environ.get("PERSAMPLE_SWEEP", "quick"),
-        help="quick (default, ~9 min on a 2-core CPU, one thread) or full (larger batches, more rounds)",
+        choices=SWEEP_CHOICES,
+        default=os.environ.get("PERSAMPLE_SWEEP", "mission"),
+        help="mission (default: loop and vmap with the floor, ~2 min on a 2-core CPU), quick (every method) or "
+        "full (larger batches, more precision); PERSAMPLE_SWEEP sets it for asv too",
     )
     group.addoption(
-        "--threads",
-        type=int,
+        "--methods",
         default=None,
-        help="torch intra-op threads for the timed code (default: torch's own choice)",
+        help="comma-separated methods to time instead of the sweep's (the loop is always timed: every speedup is "
+        "over it), e.g. vmap,expanded_weights",
+    )
+    group.addoption(
+        "--precision",
+        type=_positive,
+        default=None,
+        help="time each point until the 95%% interval of its median is within +-this fraction (default: the "
+        "sweep's, 0.02 for the speedup points, 0.03 for the others)",
+    )
+    group.addoption(
+        "--max-time",
+        type=_positive,
+        default=None,
+        help="seconds of rounds per point at most, whatever the precision reached (default: the sweep's, 6 for "
+        "the speedup points, 2 for the others)",
+    )
+    group.addoption(
+        "--threads", type=int, default=None, help="torch intra-op threads for the timed code (default: torch's)"
     )
     group.addoption(
         "--timer",
@@ -51,6 +90,13 @@ def pytest_addoption(parser):
         "machine, needs --threads 1 (CUDA points are timed on the wall clock either way)",
     )
     group.addoption(
+        "--heap",
+        choices=HEAP_CHOICES,
+        default="kept",
+        help="kept (default): glibc keeps freed memory, so a call's time is the method's, not the host's paging; "
+        "system: the allocator as a plain torch program has it (docs/measuring.md)",
+    )
+    group.addoption(
         "--gate",
         action="store_true",
         help="store this run and gate it against the newest run stored before it on this hardware "
@@ -58,9 +104,89 @@ def pytest_addoption(parser):
     )
 
 
+@dataclass
+class Settings:
+    """How this session times its points, from the command line; shared by every point."""
+
+    config: pytest.Config
+    sweep: str
+    methods: list
+    timer: str
+    heap: str
+    machine: dict = field(default_factory=dict)  # machine_info["persample"], filled once the suite runs
+    records: dict = field(default_factory=dict)  # Point -> its benchmark fixture, once timed
+    points: dict = field(default_factory=dict)  # nodeid -> Point, as collected
+    started: float = field(default_factory=time.perf_counter)
+
+    def clock_name(self, point) -> str:
+        from persample_bench.timing import clock_for
+
+        return clock_for(self.timer, point.device)
+
+    def clock(self, point):
+        from persample_bench.timing import CLOCKS
+
+        return CLOCKS[self.clock_name(point)]
+
+    def precision(self, *, gated: bool):
+        """The sweep's precision for a point (``gated``: interleaved with the baseline), as the options change it."""
+        from dataclasses import replace
+
+        from persample_bench.grid import SWEEPS
+
+        chosen = SWEEPS[self.sweep].gated if gated else SWEEPS[self.sweep].plain
+        given = {
+            name: value
+            for name, value in (
+                ("target", self.config.getoption("precision")),
+                ("max_time", self.config.getoption("max_time")),
+            )
+            if value is not None
+        }
+        return replace(chosen, **given)
+
+    def progress(self, line: str) -> None:
+        """Write ``line`` on the terminal now, also from inside a test whose output is captured."""
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if terminal is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            terminal.ensure_newline()
+            terminal.write_line(f"persample: {line}")
+
+    def record(self, point, benchmark) -> None:
+        """Remember a timed point; medians are read once the run is over."""
+        self.records[point] = benchmark
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report):
+        """One line per point timed, as it completes: what it measured, how precisely, and about how long the rest
+        takes (after pytest's own mark for the test)."""
+        point = self.points.get(report.nodeid)
+        if report.when != "call" or point not in self.records:
+            return  # not a point, skipped, failed, or run once untimed (--benchmark-disable)
+        order = list(self.points.values())
+        index = order.index(point) + 1
+        elapsed = time.perf_counter() - self.started
+        spent, left = (sum(_cost(p) for p in part) for part in (order[:index], order[index:]))
+        eta = f", about {_minutes(elapsed / spent * left)} to go" if left else ""
+        line = _measured(point, self.records[point])
+        self.progress(f"[{index}/{len(order)}] {line}  ({_minutes(elapsed)} so far{eta})")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     os.environ["PERSAMPLE_SWEEP"] = config.getoption("sweep")
+    methods = config.getoption("methods")
+    config.stash[SETTINGS] = Settings(
+        config,
+        config.getoption("sweep"),
+        [name.strip() for name in methods.split(",") if name.strip()] if methods else [],
+        config.getoption("timer"),
+        config.getoption("heap"),
+    )
+    config.pluginmanager.register(config.stash[SETTINGS], "persample-settings")
     threads = config.getoption("threads")
     if threads is not None or config.getoption("timer") != "wall":
         import torch
@@ -75,92 +201,164 @@ def pytest_configure(config):
             check_timer(config.getoption("timer"), torch.get_num_threads())
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
-    if not hasattr(config.option, "benchmark_storage"):
-        return  # pytest-benchmark is not installed or disabled with -p no:benchmark
-    from persample_bench import hardware, memory
-    from persample_bench.grid import ROUNDS
-    from persample_core import BASELINE
-    from persample_gate import history
-    from persample_gate.runs import FLOOR
+    if hasattr(config.option, "benchmark_storage"):
+        # The gate tests on raw rounds: store them (pytest-benchmark's --benchmark-save-data).
+        config.option.benchmark_save_data = True
+        if config.getoption("gate") and not (config.option.benchmark_autosave or config.option.benchmark_save):
+            config.option.benchmark_autosave = True
 
-    # Runs are stored with their raw rounds (the gate tests on them) and per
-    # hardware: pytest-benchmark's own folder name ignores the CPU model and GPU.
-    config.option.benchmark_save_data = True
-    info = hardware.machine_info()
-    config.stash[MACHINE] = {
-        **info,
-        "heap": memory.keep_freed_memory(),
-        "timer": config.getoption("timer"),
-        "baseline": BASELINE,
-        "floor": FLOOR,
-    }
-    if config.option.benchmark_storage == DEFAULT_STORAGE:
-        config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{config.stash[MACHINE]['hardware_id']}"
-    # The sweep sets rounds and time per point unless given on the command line
-    # (pytest-benchmark's defaults are the quick sweep's).
-    min_rounds, max_time = ROUNDS[config.getoption("sweep")]
-    if config.option.benchmark_min_rounds == ROUNDS["quick"][0]:
-        config.option.benchmark_min_rounds = min_rounds
-    if float(config.option.benchmark_max_time) == ROUNDS["quick"][1]:
-        config.option.benchmark_max_time = max_time
-    config.stash[RECORDS] = {}
-    if config.getoption("gate"):
-        if not (config.option.benchmark_autosave or config.option.benchmark_save):
-            from pytest_benchmark.utils import get_tag
 
-            config.option.benchmark_autosave = get_tag()  # the name --benchmark-autosave gives a run
-        folder = Path(config.option.benchmark_storage.removeprefix("file://"))
-        config.stash[GATE] = (folder, (history.stored(folder) or [None])[-1])
+def _machine(config) -> dict:
+    """This session's machine_info["persample"]: the hardware and how the run times (made once)."""
+    settings = config.stash[SETTINGS]
+    if not settings.machine:
+        from persample_bench import hardware, memory
+        from persample_core import BASELINE
+        from persample_gate.runs import FLOOR
+
+        settings.machine.update(
+            hardware.machine_info(),
+            heap=memory.apply_heap_policy(settings.heap),
+            heap_policy=settings.heap,
+            timer=settings.timer,
+            sweep=settings.sweep,
+            baseline=BASELINE,
+            floor=FLOOR,
+        )
+    return settings.machine
 
 
 def pytest_generate_tests(metafunc):
-    """A test that takes ``persample_point`` runs at every point of the sweep, every method and the floor."""
+    """A test that takes ``persample_point`` runs at every point of the sweep: its methods (or --methods) and the
+    floor."""
     if "persample_point" in metafunc.fixturenames:
-        from persample_bench.grid import points
-        from persample_bench.prepare import methods_with_floor
+        from persample_bench.grid import check_methods, points
+        from persample_gate.runs import FLOOR
 
-        metafunc.parametrize("persample_point", points(methods=methods_with_floor()), ids=lambda p: p.id)
+        settings = metafunc.config.stash[SETTINGS]
+        try:
+            methods = check_methods(settings.methods) if settings.methods else None
+        except ValueError as err:
+            raise pytest.UsageError(f"--methods: {err}") from None
+        chosen = points(settings.sweep, methods=methods, floor=FLOOR, devices=_devices())
+        metafunc.parametrize("persample_point", chosen, ids=lambda point: point.id)
+
+
+def _devices() -> tuple:
+    """The devices of this machine: CUDA points exist where CUDA does (checked without initialising it)."""
+    import torch
+
+    from persample_bench.grid import DEVICES
+
+    return DEVICES if torch.cuda.is_available() else tuple(d for d in DEVICES if d != "cuda")
+
+
+@pytest.fixture
+def persample_settings(pytestconfig) -> Settings:
+    """How this session times its points (``persample_bench.bench.time_point`` takes it)."""
+    settings = pytestconfig.stash[SETTINGS]
+    _machine(pytestconfig)  # the heap policy applies before the first point is built
+    return settings
+
+
+def pytest_sessionstart(session):
+    if session.config.getoption("gate") and hasattr(session.config.option, "benchmark_storage"):
+        session.config.stash[GATE] = _newest_stored(session.config)
+
+
+def _point(item):
+    return getattr(item, "callspec", None) and item.callspec.params.get("persample_point")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each point's clock, as pytest-benchmark takes a clock: its ``benchmark(timer=...)`` marker."""
+    settings = config.stash[SETTINGS]
+    for item in items:
+        if (point := _point(item)) is not None:
+            item.add_marker(pytest.mark.benchmark(timer=settings.clock(point)))
+
+
+def pytest_collection_finish(session):
+    """The points this session will run (-k and --deselect applied), in order, for the progress lines."""
+    session.config.stash[SETTINGS].points.update(
+        (item.nodeid, point) for item in session.items if (point := _point(item)) is not None
+    )
+
+
+def _cost(point) -> int:
+    """A point's time, roughly, for the progress line's estimate: the loop's work grows with the batch."""
+    return point.batch_size + 8
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _measured(point, bench) -> str:
+    """A timed point in a line: its median, its speedup where interleaved, the precision reached and how."""
+    info, stats = bench.extra_info, bench.stats.stats
+    text = f"{point.id} {stats.median * 1e3:.3g} ms"
+    if "baseline_rounds" in info:
+        ratio = statistics.median(m / b for m, b in zip(stats.data, info["baseline_rounds"]))
+        text += f", {1 / ratio:.2f}x the loop"
+    target, cap = info["precision_target"], info["max_time"]
+    missed = "" if info["resolved"] else f"; short of +-{target:.0%} at the {cap:g} s cap"
+    return f"{text} +-{info['precision']:.1%} ({info['rounds']} rounds{missed})"
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["persample"] = config.stash[MACHINE]
+    if config.stash[SETTINGS].records or config.stash[SETTINGS].machine:
+        machine_info["persample"] = _machine(config)
 
 
-def record(config, point, benchmark):
-    """Remember a timed point; medians are read once the run is over."""
-    config.stash[RECORDS][point] = benchmark
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
+    """``--benchmark-compare`` against a persample run of other hardware is refused, naming what differs."""
+    theirs = compared_benchmark.get("machine_info", {}).get("persample")
+    if theirs is None:
+        return
+    from persample_gate.machine import hardware_differences
+
+    differences = hardware_differences(_machine(config), theirs)
+    if differences:
+        raise pytest.UsageError(
+            f"--benchmark-compare: that run comes from other hardware ({'; '.join(differences)}); name a run of "
+            "this machine (persample runs lists them with their hardware)"
+        )
 
 
-def _medians(config) -> dict:
-    return {
-        point: bench.stats.stats.median
-        for point, bench in config.stash.get(RECORDS, {}).items()
-        if bench.stats is not None
-    }
-
-
-def _names(config) -> dict:
-    """What the speedup is taken over and what the floor is called, as the run records them."""
-    machine = config.stash[MACHINE]
-    return {"baseline": machine["baseline"], "floor_name": machine["floor"]}
-
-
-def _memory(config) -> dict:
-    return {
-        point: (bench.extra_info.get("peak_memory_bytes"), bench.extra_info["gradient_bytes"])
-        for point, bench in config.stash.get(RECORDS, {}).items()
-    }
-
-
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_sessionfinish(session):
-    """Fill the derived figures in before pytest-benchmark saves and displays the run."""
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Each point's derived figures (time per sample, speedup, multiple of the floor) in the stored run."""
+    from persample_gate.runs import Point
     from persample_gate.summary import derive
 
-    records = session.config.stash.get(RECORDS, {})
-    for point, figures in derive(_medians(session.config), **_names(session.config)).items():
-        records[point].extra_info.update(figures)
+    machine = output_json["machine_info"].get("persample")
+    ours = [bench for bench in output_json["benchmarks"] if {"workload", "method"} <= bench["extra_info"].keys()]
+    if machine is None or not ours:
+        return
+    by_point = {Point(*(b["extra_info"][k] for k in ("workload", "method", "batch_size", "device"))): b for b in ours}
+    medians = {point: bench["stats"]["median"] for point, bench in by_point.items()}
+    for point, figures in derive(medians, baseline=machine["baseline"], floor_name=machine["floor"]).items():
+        by_point[point]["extra_info"].update(figures)
+
+
+def _storage(config):
+    from pathlib import Path
+
+    return Path(config.option.benchmark_storage.removeprefix("file://"))
+
+
+def _newest_stored(config):
+    from persample_gate import history
+
+    stored = history.stored(_storage(config), _machine(config)["hardware_id"])
+    return stored[-1] if stored else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session):
     yield
     if GATE in session.config.stash:  # pytest-benchmark has stored the run by now
         _gate(session)
@@ -168,19 +366,17 @@ def pytest_sessionfinish(session):
 
 def _gate(session):
     """``persample compare`` of the run just stored against the one stored before it; sets the exit status."""
-    from persample_gate import cli, history
+    from persample_gate import cli
 
-    folder, baseline = session.config.stash[GATE]
-    stored = history.stored(folder)
-    candidate = stored[-1] if stored and stored[-1] != baseline else None
-    if candidate is None:
+    baseline, candidate = session.config.stash[GATE], _newest_stored(session.config)
+    if candidate is None or candidate == baseline:
         code, report = cli.OK, "nothing to gate: this run stored no timed benchmark"
     elif baseline is None:
-        code, report = cli.OK, f"no baseline yet under {folder}: {candidate.name} is the baseline for the next run"
+        code, report = cli.OK, f"no baseline yet on this hardware: {candidate.name} is the baseline for the next run"
     else:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = cli.main(["compare", str(baseline), str(candidate)])
+            code = cli.main(["--storage", str(_storage(session.config)), "compare", str(baseline), str(candidate)])
         report = out.getvalue().rstrip()
     terminal = session.config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None:
@@ -188,29 +384,43 @@ def _gate(session):
         terminal.write_line(report)
     if code == cli.REGRESSION:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    elif code != cli.OK:  # the baseline cannot be read, or was timed differently
+    elif code not in (cli.OK, cli.NO_VERDICT):  # the baseline cannot be read, or was timed differently
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
-    medians = _medians(config)
-    if medians:
-        import torch
+    settings = config.stash.get(SETTINGS, None)
+    if settings is None or not settings.records:
+        return
+    from persample_gate.summary import summary_table
 
-        from persample_gate.summary import summary_table
-
-        terminalreporter.section(
-            f"persample summary ({config.getoption('sweep')} sweep, {torch.get_num_threads()} threads)"
+    machine = _machine(config)
+    records = settings.records
+    medians = {point: bench.stats.stats.median for point, bench in records.items()}
+    memory = {p: (b.extra_info.get("peak_memory_bytes"), b.extra_info["gradient_bytes"]) for p, b in records.items()}
+    gated, plain = settings.precision(gated=True), settings.precision(gated=False)
+    terminalreporter.section(
+        f"persample summary: {settings.sweep} sweep, {machine['torch_threads']} torch thread(s), {settings.timer} "
+        f"clock, heap {settings.heap}"
+    )
+    terminalreporter.write_line(
+        f"each point timed until its median is known within +-{gated.target:.0%} (speedup points) / "
+        f"+-{plain.target:.0%} (others), or for {gated.max_time:g} s / {plain.max_time:g} s; "
+        f"{machine['hardware_id']}, torch {machine['torch_version']}"
+    )
+    terminalreporter.write_line(
+        summary_table(medians, memory, baseline=machine["baseline"], floor_name=machine["floor"])
+    )
+    short = [point.id for point, bench in sorted(records.items()) if not bench.extra_info["resolved"]]
+    if short:
+        terminalreporter.write_line(
+            f"\nshort of the precision at the time cap ({len(short)}): {', '.join(short)}; rerun them with a larger "
+            "--max-time, or read their medians as rougher"
         )
-        terminalreporter.write_line(summary_table(medians, _memory(config), **_names(config)))
-        compiled = {
-            point: bench.extra_info["compile_seconds"]
-            for point, bench in config.stash[RECORDS].items()
-            if bench.extra_info.get("compile_seconds")
-        }
-        if compiled:
-            terminalreporter.write_line(
-                "\ncompile time, spent in warm-up and kept out of the medians: "
-                + ", ".join(f"{point.id} {seconds:.1f} s" for point, seconds in sorted(compiled.items()))
-            )
+    compiled = {p: b.extra_info["compile_seconds"] for p, b in records.items() if b.extra_info.get("compile_seconds")}
+    if compiled:
+        terminalreporter.write_line(
+            "\ncompile time, spent in warm-up and kept out of the medians: "
+            + ", ".join(f"{point.id} {seconds:.1f} s" for point, seconds in sorted(compiled.items()))
+        )

@@ -3,8 +3,8 @@
 Correctness comes first: a method is checked against the float64 reference on
 fresh random inputs (its own seed, not the timed batch) once per workload,
 method and device, before any of its points is timed. Then the point is built,
-its callable made to synchronise on CUDA, and warmed up, on a heap that keeps
-freed memory (``memory.keep_freed_memory``).
+its callable made to synchronise on CUDA, and warmed up, under the run's heap
+policy (``memory.apply_heap_policy``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from persample_bench.memory import keep_freed_memory
+from persample_bench.memory import KEPT_HEAP, apply_heap_policy
 from persample_bench.timing import floor, synchronized, trainable_numel
-from persample_core import METHODS, assert_matches_reference, compile_seconds, make_workload, prepare
+from persample_core import assert_matches_reference, compile_seconds, make_workload, prepare
 from persample_gate.runs import FLOOR, Point
 
 CHECK_BATCH_SIZE = 4
@@ -50,13 +50,15 @@ class Prepared:
         return self.point.batch_size * self.n_params * 4
 
 
-def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1) -> Prepared:
+def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1, heap: str = KEPT_HEAP, progress=None) -> Prepared:
     """Check, build and warm up ``point``; ``point.method`` may be ``FLOOR``.
 
+    ``heap``: the allocator policy the point is timed under (``memory.HEAP_POLICIES``).
+    ``progress``: called with a line before a warm-up that compiles.
     Raises MethodUnavailable for a method that cannot run here, and lets an
     out-of-memory error through for the suite to turn into a skip.
     """
-    keep_freed_memory()
+    apply_heap_policy(heap)
     if point.method != FLOOR:
         check_method(point.workload, point.method, point.device)
     model, loss_fn, inputs, targets = make_workload(
@@ -67,10 +69,8 @@ def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1) -> Prepared:
     else:
         compute = prepare(model, loss_fn, method=point.method)
     run = synchronized(functools.partial(compute, inputs, targets), point.device)
+    if progress and warmup and compile_seconds(compute) is not None:
+        progress(f"compiling {point.id} in its warm-up (kept out of the timings; minutes with a cold cache)")
     for _ in range(warmup):
         run()
     return Prepared(point, run, trainable_numel(model), compute)
-
-
-def methods_with_floor() -> list[str]:
-    return [*METHODS, FLOOR]

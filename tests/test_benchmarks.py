@@ -4,5 +4,5 @@ parametrizes ``persample_point`` over the sweep; ``persample_bench.bench`` times
 from persample_bench.bench import time_point
 
 
-def test_point(benchmark, persample_point, pytestconfig):
-    time_point(benchmark, persample_point, pytestconfig)
+def test_point(benchmark, persample_point, persample_settings):
+    time_point(benchmark, persample_point, persample_settings)

@@ -1,0 +1,141 @@
+"""The pytest plugin end to end: real runs through pytest-benchmark, their options, what they store, and --gate."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+# One cheap point of each kind (the loop alone, vmap interleaved with it, the floor), timed briefly.
+SMALL = ["--sweep", "quick", "-k", "mlp and B1- and cpu and (-loop- or -vmap- or -floor-)", "--max-time", "0.3"]
+
+
+def suite(*args, slowdown=0.0, timeout=300):
+    """``pytest tests/test_benchmarks.py ARGS`` in a process of its own: (exit status, output)."""
+    env = {**os.environ, "PERSAMPLE_TEST_SLOWDOWN": str(slowdown)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_benchmarks.py", "-p", "no:cacheprovider", "-p",
+         "tests.slowdown_plugin", *map(str, args)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def timed(tmp_path_factory):
+    """One timed run of the small grid, on the system heap, written with --benchmark-json."""
+    out = tmp_path_factory.mktemp("json") / "run.json"
+    code, output = suite("--benchmark-only", *SMALL, "--heap", "system", f"--benchmark-json={out}")
+    assert code == 0, output[-3000:]
+    return json.loads(out.read_text()), output
+
+
+def test_a_timed_run_records_what_it_measured_and_how(timed):
+    run, _ = timed
+    info = run["machine_info"]["persample"]
+    for key in ("cpu_model", "torch_threads", "torch_version", "gpu_name", "tf32_matmul", "hardware_id"):
+        assert key in info
+    assert info["timer"] == "wall" and info["heap_policy"] == "system" and info["sweep"] == "quick"
+    assert (info["baseline"], info["floor"]) == ("loop", "floor")
+    by_method = {b["extra_info"]["method"]: b for b in run["benchmarks"]}
+    assert set(by_method) == {"loop", "vmap", "floor"}
+    vmap = by_method["vmap"]["extra_info"]
+    for key in ("workload", "batch_size", "device", "dtype", "time_per_sample", "speedup_over_loop", "floor_multiple",
+                "peak_memory_bytes", "memory_vs_minimum", "precision", "pilot_rounds"):  # fmt: skip
+        assert vmap[key] is not None, key
+    assert vmap["rounds"] == len(vmap["baseline_rounds"]) == len(by_method["vmap"]["stats"]["data"]) >= 10
+    assert (
+        vmap["precision_target"] == 0.02 and vmap["max_time"] == 0.3 and vmap["resolved"] == (vmap["precision"] <= 0.02)
+    )
+    assert vmap["compile_seconds"] is None  # recorded for every point, set where a method compiles
+    assert vmap["speedup_over_loop"] == pytest.approx(
+        by_method["loop"]["stats"]["median"] / by_method["vmap"]["stats"]["median"]
+    )
+    assert by_method["loop"]["extra_info"]["precision_target"] == 0.03  # points timed alone: the sweep's other target
+
+
+def test_a_timed_run_shows_progress_and_the_summary(timed):
+    _, output = timed
+    lines = [line for line in output.splitlines() if line.startswith("persample: [")]
+    assert [line.split("]")[0] for line in lines] == ["persample: [1/3", "persample: [2/3", "persample: [3/3"], output
+    assert "mlp-vmap-B1-cpu" in lines[1] and "x the loop" in lines[1] and "rounds" in lines[1], lines
+    assert "to go)" in lines[0] and "to go" not in lines[-1]
+    assert "persample summary: quick sweep" in output and "heap system" in output and "x floor" in output, output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests a machine without CUDA")
+def test_without_cuda_only_the_cpu_points_are_collected():
+    code, output = suite("--co", "-q")
+    assert code == 0 and "-cpu]" in output and "-cuda]" not in output, output
+
+
+def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
+    code, output = suite("--co", "-q", "--methods", "vmap_chunked", "-k", "mlp")
+    ids = [line.split("[")[1].rstrip("]") for line in output.splitlines() if "test_point[" in line]
+    assert code == 0 and ids == ["mlp-loop-B64-cpu", "mlp-vmap_chunked-B64-cpu", "mlp-floor-B64-cpu"], output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "vamp"], "--methods: unknown method 'vamp'; choose one of: expanded_weights, loop"),
+        (["--precision", "-1"], "argument --precision: '-1' is not a positive number"),
+        (["--max-time", "soon"], "argument --max-time: 'soon' is not a positive number"),
+        (["--sweep", "huge"], "argument --sweep: invalid choice: 'huge'"),
+        (["--heap", "tcmalloc"], "argument --heap: invalid choice: 'tcmalloc'"),
+        (["--timer", "cpu", "--threads", "2"], "the cpu timer needs one torch thread, not 2"),
+    ],
+)
+def test_bad_options_are_refused_in_one_line(args, message):
+    code, output = suite("--co", "-q", *args)
+    assert code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED) and message in output, output
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """Three runs stored with --gate: the first, an unchanged second, and a third with vmap doing 4x the work."""
+    storage = tmp_path_factory.mktemp("benchmarks")
+    args = ["--benchmark-only", *SMALL, "--threads", "1", "--timer", "cpu", f"--benchmark-storage=file://{storage}"]
+    runs = [suite(*args, "--gate"), suite(*args, "--gate"), suite(*args, "--gate", slowdown=3.0)]
+    return storage, runs
+
+
+def test_runs_are_stored_where_pytest_benchmark_finds_them(gated):
+    storage, _ = gated
+    stored = sorted(storage.glob("*/*.json"))
+    assert [path.name[:4] for path in stored] == ["0001", "0002", "0003"] and stored[0].parent.name.startswith("Linux")
+    listed = subprocess.run([sys.executable, "-m", "pytest_benchmark", "--storage", f"file://{storage}", "list"],
+                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert listed.returncode == 0 and all(str(path) in listed.stdout for path in stored), listed.stdout + listed.stderr
+
+
+def test_the_gate_says_there_is_no_verdict_until_the_noise_between_runs_is_known(gated):
+    _, (first, second, _) = gated
+    assert first[0] == 0 and "no baseline yet on this hardware" in first[1], first[1][-2000:]
+    assert second[0] == 0 and "no verdict yet" in second[1] and "persample ab" in second[1], second[1][-3000:]
+
+
+def test_the_gate_fails_the_session_on_a_gross_slowdown_even_without_history(gated):
+    storage, (*_, slowed) = gated
+    code, output = slowed
+    report = output.split("persample gate", 1)[1]
+    assert code == pytest.ExitCode.TESTS_FAILED, output[-3000:]
+    assert any(line.startswith("mlp-vmap-B1-cpu") and "speedup" in line and "REGRESSION" in line
+               for line in report.splitlines()), report  # fmt: skip
+    assert f"candidate {sorted(storage.glob('*/*.json'))[-1]}" in report
+
+
+def test_benchmark_compare_against_other_hardware_is_refused(gated, tmp_path):
+    storage, _ = gated
+    other = json.loads(sorted(storage.glob("*/*.json"))[0].read_text())
+    other["machine_info"]["persample"].update(gpu_name="NVIDIA H100 80GB HBM3", gpu_count=1)
+    folder = tmp_path / sorted(storage.glob("*/*.json"))[0].parent.name
+    folder.mkdir()
+    (folder / "0001_other.json").write_text(json.dumps(other))
+    code, output = suite("--co", "-q", *SMALL, f"--benchmark-storage=file://{tmp_path}", "--benchmark-compare=0001")
+    assert code == pytest.ExitCode.USAGE_ERROR, output
+    assert "--benchmark-compare: that run comes from other hardware (gpu_name: None != 'NVIDIA H100" in output, output
