@@ -68,6 +68,11 @@ from persample_gate.summary import render
 METRICS = ("ratio", "time")
 SHOWN_AS = {"ratio": "speedup", "time": "time"}  # the ratio is shown as the speedup users know
 MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
+# Until MIN_HISTORY runs are stored, the noise between runs is unknown and a row's p rests on one run's rounds,
+# which cannot tell a slowdown from a process that happened to be slower: no verdict, but for a speedup worse by
+# more than this whose whole interval lies beyond it, which no unchanged pair of runs has come near
+# (docs/studies/2026-12-02-ab.md).
+GROSS = 1.0
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
 PRIMARY_SHARE = 0.75  # of alpha, spent on the pooled speedup rows when there are any; the rest on the other rows
@@ -94,16 +99,17 @@ class Spread:
 @dataclass(frozen=True, order=True)
 class Pooled:
     """All the points of one method on one device that both runs have, taken together by their geometric mean,
-    each weighted by 1 / (its spread between runs)^2."""
+    each weighted by 1 / (its spread between runs)^2 (``weighted``), or alike."""
 
     method: str
     device: str
     points: int
     weights: tuple = field(default=(), compare=False)  # (point id, weight), heaviest first
+    weighted: bool = field(default=True, compare=False)
 
     @property
     def id(self) -> str:
-        return f"{self.method}-{self.device} (weighted geomean of {self.points})"
+        return f"{self.method}-{self.device} ({'weighted ' if self.weighted else ''}geomean of {self.points})"
 
 
 @dataclass(frozen=True)
@@ -329,12 +335,19 @@ def compare_runs(
     baseline, candidate, *, thresholds=None, alpha: float = DEFAULT_ALPHA, history=(), metrics=METRICS
 ) -> list[Change]:
     """Each of ``metrics`` at every point both runs have, and pooled per method, judged on p adjusted for all
-    these rows (``holm``); regressions first, pooled rows first among them, then by point.
+    these rows (``judge``); regressions first, pooled rows first among them, then by point.
 
     ``history``: runs stored before the candidate, oldest first, timed like
-    the baseline, for the noise between runs.
+    the baseline, for the noise between runs; with fewer than ``MIN_HISTORY``
+    only a gross slowdown is called.
     """
-    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    changes = rows(baseline, candidate, history=history, metrics=metrics)
+    return judge(changes, thresholds=thresholds, alpha=alpha, gross_only=len(history) < MIN_HISTORY)
+
+
+def rows(baseline, candidate, *, history=(), metrics=METRICS) -> list[Change]:
+    """The rows ``compare_runs`` judges: each of ``metrics`` at every point both runs have, and each method's
+    pooled rows, with each row's own p."""
     earlier = [_log_medians(run) for run in history]  # read once, for the points' spreads and the pooled ones
     noise = _noise(earlier)
     changes = []
@@ -344,8 +357,8 @@ def compare_runs(
             if metric not in metrics or before is None or after is None:
                 continue
             spread = noise.get((point, metric))
-            change, low, high, p_value, _ = compare_samples(  # judged below, with all the rows
-                before, after, threshold=thresholds[metric], alpha=alpha, noise=spread
+            change, low, high, p_value, _ = compare_samples(  # judged with all the rows, in ``judge``
+                before, after, threshold=DEFAULT_THRESHOLDS[metric], noise=spread
             )
             changes.append(
                 Change(
@@ -361,7 +374,15 @@ def compare_runs(
                     spread and spread.sd,
                 )
             )
-    changes += compare_pooled(baseline, candidate, earlier=earlier, metrics=metrics)
+    return changes + compare_pooled(baseline, candidate, earlier=earlier, metrics=metrics)
+
+
+def judge(changes: list[Change], *, thresholds, alpha: float = DEFAULT_ALPHA, gross_only=False) -> list[Change]:
+    """``changes`` judged together: each row's p adjusted for all of them (``holm``), a regression where that is
+    below ``alpha`` and the interval reaches the row's threshold (``regressed``); with ``gross_only``, only a
+    speedup worse by ``GROSS`` at least, over its whole interval. Regressions first, pooled rows first among them.
+    """
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     if changes:
         adjusted = holm([c.p_value for c in changes], family_weights(changes))
         changes = [
@@ -369,7 +390,8 @@ def compare_runs(
                 c,
                 p_value=float(p),
                 p_row=c.p_value,
-                regressed=regressed(p, c.high, threshold=thresholds[c.metric], alpha=alpha),
+                regressed=regressed(p, c.high, threshold=thresholds[c.metric], alpha=alpha)
+                and (not gross_only or (c.metric == "ratio" and c.low >= GROSS)),
             )
             for c, p in zip(changes, adjusted)
         ]

@@ -1,17 +1,23 @@
 """Stored runs: find them, and refuse what cannot be compared.
 
 Runs are pytest-benchmark JSON files (``--benchmark-autosave`` or
-``--benchmark-json``), stored under ``.benchmarks/<hardware id>/<machine id>/``
-with their raw rounds. A run is named by a path or by its saved id (``0003``, or
-a longer prefix of the file name). Nothing here writes or deletes a file.
+``--benchmark-json``) with their raw rounds, stored where pytest-benchmark
+stores them, ``.benchmarks/<machine id>/NNNN_*.json``, so that its own tools
+find them too. Its machine id names the OS and Python only: runs of several
+machines can share a folder, and are told apart by the hardware each records
+(``machine_info["persample"]["hardware_id"]``). Runs stored before 0.2, under
+``.benchmarks/<hardware id>/<machine id>/``, are found as well. A run is named
+by a path or by its saved id (``0003``, or a longer prefix of the file name).
+Nothing here writes or deletes a file.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from persample_gate.machine import hardware_differences, this_hardware_id
-from persample_gate.runs import HistoryError, Run, load
+from persample_gate.runs import HistoryError, Run, load, read_json
 
 DEFAULT_STORAGE = Path(".benchmarks")
 
@@ -24,14 +30,33 @@ class HardwareMismatch(HistoryError):
     """Two runs come from different hardware."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _header(path: Path, changed: int) -> tuple[str, str | None]:
+    """(when the run was made, its hardware id) of a stored JSON file; ("", None) where it says neither.
+    ``changed``: the file's mtime, so that a rewritten file is read again."""
+    try:
+        data = read_json(path)
+        return str(data.get("datetime", "")), (data.get("machine_info") or {}).get("persample", {}).get("hardware_id")
+    except (HistoryError, AttributeError):
+        return "", None
+
+
+def header(path: Path) -> tuple[str, str | None]:
+    """(when, hardware id) of a stored run, read once per version of the file."""
+    return _header(path, path.stat().st_mtime_ns)
+
+
 def _oldest_first(path: Path):
-    return path.name.split("_", 1)[0], str(path)
+    """When the run was made, then its saved number: runs from two folders (two layouts) fall in order."""
+    return header(path)[0], path.name.split("_", 1)[0], str(path)
 
 
 def stored(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> list[Path]:
-    """Saved runs, oldest first (pytest-benchmark numbers them), for one hardware or all."""
-    pattern = f"{hardware_id}/*/*.json" if hardware_id else "**/*.json"
-    return sorted(Path(storage).glob(pattern), key=_oldest_first)
+    """Saved runs, oldest first, of one hardware or of all; in today's layout and the one before 0.2."""
+    paths = [*Path(storage).glob("*/*.json"), *Path(storage).glob("*/*/*.json")]
+    if hardware_id is not None:
+        paths = [path for path in paths if header(path)[1] == hardware_id]
+    return sorted(paths, key=_oldest_first)
 
 
 def resolve(ref: str, storage=DEFAULT_STORAGE) -> Path:
@@ -58,15 +83,15 @@ def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple
     """The newest run and the one before it, on one hardware."""
     runs = stored(storage, hardware_id)
     if len(runs) < 2:
-        where = f"{storage}/{hardware_id}" if hardware_id else str(storage)
+        where = f"{storage} for {hardware_id}" if hardware_id else str(storage)
         raise NoBaseline(
             f"no baseline yet: {len(runs)} stored run(s) under {where}; this run becomes the baseline for the next one"
         )
     return runs[-2], runs[-1]
 
 
-# How a run was timed; runs stored before the timer was recorded used the wall clock.
-SETTINGS = {"torch_threads": None, "timer": "wall"}
+# How a run was timed, and what runs that do not say it used: the wall clock, the kept heap.
+SETTINGS = {"torch_threads": None, "timer": "wall", "heap_policy": "kept"}
 
 
 class SettingsMismatch(HistoryError):
@@ -89,7 +114,7 @@ def check_comparable(a: Run, b: Run) -> None:
     if settings:
         raise SettingsMismatch(
             f"{a.name} and {b.name} were timed differently ({'; '.join(settings)}); "
-            "rerun the candidate with the baseline's --threads and --timer"
+            "rerun the candidate with the baseline's --threads, --timer and --heap"
         )
 
 

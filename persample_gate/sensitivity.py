@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from persample_gate import gate, history, workers
+from persample_gate.gate import MIN_HISTORY
 from persample_gate.history import HISTORY_RUNS
 from persample_gate.runs import Point, Run
 
@@ -50,8 +51,8 @@ def as_run(name: str, trial: dict, fraction: float) -> Run:
         Path(name),
         trial["machine"],
         "",
-        {points[i]: method for i, (method, _) in rounds.items()},
-        {points[i]: baseline for i, (_, baseline) in rounds.items()},
+        {points[i]: timed["method"] for i, timed in rounds.items()},
+        {points[i]: timed["baseline"] for i, timed in rounds.items()},
     )
 
 
@@ -123,9 +124,12 @@ def flagged(
             history = (
                 [run for k, run in enumerate(unchanged) if k not in (i, j)][-HISTORY_RUNS:] if with_history else []
             )
-            changes = gate.compare_runs(unchanged[i], candidates[j], history=history)
-            for threshold in thresholds:  # the rule again at each threshold: p and the interval do not depend on it
-                verdicts = [(c, gate.regressed(c.p_value, c.high, threshold=threshold)) for c in changes]
+            changes = gate.rows(unchanged[i], candidates[j], history=history)
+            for threshold in thresholds:  # judged at each threshold: the rows' p and intervals do not depend on it
+                judged = gate.judge(
+                    changes, thresholds={"ratio": threshold, "time": threshold}, gross_only=len(history) < MIN_HISTORY
+                )
+                verdicts = [(c, c.regressed) for c in judged]
                 speedups = [(c.point, flag) for c, flag in verdicts if c.metric == "ratio" and c.point.method == method]
                 points = dict(sorted((point.id, flag) for point, flag in speedups if isinstance(point, Point)))
                 rows = {
