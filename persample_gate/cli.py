@@ -2,20 +2,24 @@
 
 Exit codes of ``persample compare``: 0 no regression, 1 regression,
 2 unusable input (missing, corrupt or unknown run, or two runs timed with
-different threads or clocks), 3 no baseline yet (the first run on new
-hardware: normal, not a failure), 4 runs from different hardware, 5 a
-measuring process failed (``persample sensitivity``).
+different threads, clocks or heaps), 3 no verdict yet (fewer than 5
+comparable runs stored, none on new hardware: too little history to know
+the noise between runs; neither ok nor a failure), 4 runs from different
+hardware, 5 a measuring process failed (``persample sensitivity``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
-from persample_gate import history, sensitivity, workers
+from persample_gate import ab, gate, history, sensitivity, workers
 from persample_gate.gate import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLDS,
+    GROSS,
     MIN_HISTORY,
     PRIMARY_SHARE,
     SHOWN_AS,
@@ -26,19 +30,61 @@ from persample_gate.gate import (
 )
 from persample_gate.machine import this_hardware_id
 
-OK, REGRESSION, BAD_INPUT, NO_BASELINE, OTHER_HARDWARE, MEASUREMENT_FAILED = 0, 1, 2, 3, 4, 5
+OK, REGRESSION, BAD_INPUT, NO_VERDICT, OTHER_HARDWARE, MEASUREMENT_FAILED = 0, 1, 2, 3, 4, 5
+NO_GIT, UNUSABLE, INTERRUPTED = 6, 7, 130
 EXIT_CODES = {
-    history.NoBaseline: NO_BASELINE,
+    ab.NoGit: NO_GIT,
+    ab.BaselineUnusable: UNUSABLE,
+    history.NoBaseline: NO_VERDICT,
     history.HardwareMismatch: OTHER_HARDWARE,
     history.HistoryError: BAD_INPUT,
 }
 
 
 def _fraction(text: str) -> float:
-    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        value = -1.0
     if not 0 < value < 10:
         raise argparse.ArgumentTypeError(f"{text!r} is not a threshold; give a fraction such as 0.1 or 10%")
     return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def _count(least: int):
+    def parse(text: str) -> int:
+        if not text.isdecimal() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {least}")
+        return int(text)
+
+    return parse
+
+
+def _judging(parser) -> None:
+    """The options of a verdict: thresholds and alpha."""
+    parser.add_argument(
+        "--threshold-ratio",
+        type=_fraction,
+        default=DEFAULT_THRESHOLDS["ratio"],
+        help="slowdown of the time ratio to loop that counts (default: 0.10)",
+    )
+    parser.add_argument(
+        "--threshold-time",
+        type=_fraction,
+        default=DEFAULT_THRESHOLDS["time"],
+        help="slowdown of absolute time that counts (default: 0.10)",
+    )
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default: 0.01)")
 
 
 def compare(args) -> int:
@@ -50,46 +96,52 @@ def compare(args) -> int:
     baseline, candidate = (history.load(path) for path in paths)
     history.check_comparable(baseline, candidate)
     earlier, unreadable = history.preceding(baseline, candidate)
-    changes = compare_runs(
-        baseline,
-        candidate,
-        alpha=args.alpha,
-        history=earlier,
-        thresholds={"ratio": args.threshold_ratio, "time": args.threshold_time},
-    )
-    regressions = [c for c in changes if c.regressed]
+    thresholds = {"ratio": args.threshold_ratio, "time": args.threshold_time}
+    changes = compare_runs(baseline, candidate, alpha=args.alpha, history=earlier, thresholds=thresholds)
     print(f"baseline  {baseline.path} (commit {baseline.commit[:10]})")
     print(f"candidate {candidate.path} (commit {candidate.commit[:10]})")
     print(
         f"hardware  {baseline.machine.get('hardware_id')}, {baseline.machine.get('torch_threads')} torch thread(s), "
         f"{baseline.machine.get('timer', 'wall')} clock"
     )
-    print(
-        f"change: + is slower; regression: p over all {len(changes)} rows < {args.alpha} "
-        f"and the interval reaches {args.threshold_ratio:.0%} (speedup) / {args.threshold_time:.0%} (time)"
-    )
-    shares = f"; pooled speedup rows share {PRIMARY_SHARE:.0%} of {args.alpha}" if any(map(primary, changes)) else ""
-    print(
-        f"'p, all rows': the row's p adjusted for all the rows (weighted Holm{shares}), so that unchanged code "
-        f"fails the gate at most {args.alpha:.0%} of the time"
-    )
-    if len(earlier) >= MIN_HISTORY:
+    known = len(earlier) >= MIN_HISTORY
+    if known:
         print(f"noise between runs ('run to run'): from the {len(earlier)} runs stored up to the baseline")
     else:
         print(
-            f"noise between runs: not known yet ({len(earlier)} comparable run(s) stored up to the baseline, "
-            f"{MIN_HISTORY} needed); verdicts rest on the rounds alone, so a shift between runs can pass for a "
-            "regression: rerun a flagged point"
+            f"no verdict yet: the noise between runs on this hardware is learnt from {MIN_HISTORY} comparable runs "
+            f"stored up to the baseline, and {len(earlier)} are; store {MIN_HISTORY - len(earlier)} more of unchanged "
+            "code (tox -e bench), or measure both versions side by side now: persample ab <git ref>. Until then "
+            f"only a speedup {1 + GROSS:g}x worse is called a regression."
         )
-    if any(isinstance(c.point, Pooled) for c in changes):
+    if unreadable:
+        print(f"left out of the noise estimate, unreadable: {', '.join(str(path) for path in unreadable)}")
+    regressions = verdict(changes, alpha=args.alpha, thresholds=thresholds)
+    return REGRESSION if regressions else OK if known else NO_VERDICT
+
+
+def verdict(changes, *, alpha: float, thresholds: dict) -> list:
+    """Print how the rows were judged, their table and the verdict; the regressions."""
+    print(
+        f"change: + is slower; regression: p over all {len(changes)} rows < {alpha} "
+        f"and the interval reaches {thresholds['ratio']:.0%} (speedup) / {thresholds['time']:.0%} (time)"
+    )
+    shares = f"; pooled speedup rows share {PRIMARY_SHARE:.0%} of {alpha}" if any(map(primary, changes)) else ""
+    print(
+        f"'p, all rows': the row's p adjusted for all the rows (weighted Holm{shares}), so that unchanged code "
+        f"fails the gate at most {alpha:.0%} of the time"
+    )
+    pooled = {c.point.weighted for c in changes if isinstance(c.point, Pooled)}
+    if True in pooled:
         print(
             "'weighted geomean of N' rows: a method over its N points both runs have, each weighted by "
             "1 / (its run-to-run spread)^2, against the spread of that mean between the stored runs"
         )
-    if unreadable:
-        print(f"left out of the noise estimate, unreadable: {', '.join(str(path) for path in unreadable)}")
+    if False in pooled:
+        print("'geomean of N' rows: a method over its N points, alike, tested as a point is")
     print()
     print(format_changes(changes))
+    regressions = [c for c in changes if c.regressed]
     for change in regressions:
         if isinstance(change.point, Pooled):
             print(
@@ -101,22 +153,62 @@ def compare(args) -> int:
         f"\n{len(regressions)} regression(s) in {common} common point(s)"
         + ("" if common else "; the runs share no point: were they made with the same sweep?")
     )
-    return REGRESSION if regressions else OK
+    return regressions
+
+
+def ab_command(args) -> int:
+    points = [ab.parse_point(text) for text in args.points] if args.points else list(ab.DEFAULT_POINTS)
+    if args.ref is None and args.baseline_python is None:
+        raise history.HistoryError("name a baseline: a git ref (persample ab main) or --baseline-python PATH")
+    if args.save is not None and Path(args.save).exists():
+        raise history.HistoryError(f"{args.save} exists: pass another --save file, nothing is overwritten")
+    request = {
+        "points": [[p.workload, p.method, p.batch_size, p.device] for p in points],
+        "precision": args.precision,
+        "max_time": args.max_time,
+        "threads": args.threads,
+        "timer": args.timer,
+        "heap": args.heap,
+    }
+    started = time.perf_counter()
+    with ab.sides(args.ref, args.baseline_python, Path.cwd()) as (a, b):
+        print(f"baseline  A: {a.said}, {a.python}", flush=True)
+        print(f"candidate B: {b.said}, {b.python}", flush=True)
+        print(f"harness   today's persample_bench ({ab.todays_harness()}) on both sides", flush=True)
+        print(
+            f"workers   {args.workers} a side, alternating A, B, ...; each times {len(points)} point(s), each until "
+            f"its speedup is known within +-{args.precision:.0%} or for {args.max_time:g} s",
+            flush=True,
+        )
+        answers = ab.run((a, b), request, args.workers, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.save is not None:
+        ab.save(Path(args.save), answers, request)
+    machine = answers["B"][0]["machine"]
+    print(
+        f"hardware  {machine['hardware_id']}, {args.threads} torch thread(s), {args.timer} clock, heap {args.heap}; "
+        f"torch {answers['A'][0]['machine']['torch_version']} (A), {machine['torch_version']} (B); "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    print(
+        f"noise between processes ('run to run'): measured in this run, the spread of one worker's log median "
+        f"(Student's t on {2 * args.workers - 2} degrees of freedom)"
+    )
+    thresholds = {"ratio": args.threshold_ratio, "time": args.threshold_time}
+    changes = gate.judge(ab.changes_of(answers), thresholds=thresholds, alpha=args.alpha)
+    return REGRESSION if verdict(changes, alpha=args.alpha, thresholds=thresholds) else OK
 
 
 def runs(args) -> int:
     paths = history.stored(args.storage)
     if not paths:
         print(f"no stored runs under {args.storage}; store one with: tox -e bench", file=sys.stderr)
-        return NO_BASELINE
+        return NO_VERDICT
     for path in paths:
         print(path)
     return OK
 
 
 def plot(args) -> int:
-    from pathlib import Path
-
     from persample_gate import plots
 
     paths = history.named_or_here(args.runs, args.storage)
@@ -144,19 +236,7 @@ def main(argv=None) -> int:
         "baseline", nargs="?", help="saved run id (e.g. 0003) or JSON path; default: the run before the newest"
     )
     p.add_argument("candidate", nargs="?", help="saved run id or JSON path; default: the newest run on this hardware")
-    p.add_argument(
-        "--threshold-ratio",
-        type=_fraction,
-        default=DEFAULT_THRESHOLDS["ratio"],
-        help="slowdown of the time ratio to loop that counts (default: 0.10)",
-    )
-    p.add_argument(
-        "--threshold-time",
-        type=_fraction,
-        default=DEFAULT_THRESHOLDS["time"],
-        help="slowdown of absolute time that counts (default: 0.10)",
-    )
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (default: 0.01)")
+    _judging(p)
     p.set_defaults(run=compare)
 
     p = commands.add_parser("plot", help="figures (PNG and SVG) of the newest run and of the history")
@@ -175,6 +255,41 @@ def main(argv=None) -> int:
     p = commands.add_parser("runs", help="list stored runs, oldest first")
     p.set_defaults(run=runs)
 
+    p = commands.add_parser(
+        "ab",
+        help="measure a baseline and the working tree side by side now, in alternating processes (~3 min)",
+        description=ab.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("ref", nargs="?", help="git ref whose persample_core is the baseline (e.g. main, HEAD~3)")
+    p.add_argument("--baseline-python", metavar="PATH", help="run the baseline with this Python (another torch)")
+    p.add_argument(
+        "--points",
+        nargs="+",
+        metavar="ID",
+        help="points to compare, e.g. mlp-vmap-B64-cpu "
+        f"(default: {', '.join(point.id for point in ab.DEFAULT_POINTS)})",
+    )
+    p.add_argument("--workers", type=_count(2), default=ab.DEFAULT_WORKERS, help="processes a side (default: 5)")
+    p.add_argument(
+        "--precision",
+        type=_positive,
+        default=ab.DEFAULT_PRECISION,
+        help="each point's speedup known within +-this fraction in each worker (default: 0.02)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=_positive,
+        default=ab.DEFAULT_MAX_TIME,
+        help="seconds a point in a worker at most (default: 3)",
+    )
+    p.add_argument("--threads", type=_count(1), default=1, help="torch threads (default: 1)")
+    p.add_argument("--timer", choices=("cpu", "wall"), default="cpu", help="clock of CPU points (default: cpu)")
+    p.add_argument("--heap", choices=("kept", "system"), default="kept", help="heap policy (default: kept)")
+    _judging(p)
+    p.add_argument("--save", metavar="FILE", help="also write every worker's rounds to FILE (JSON)")
+    p.set_defaults(run=ab_command)
+
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "sensitivity":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -186,6 +301,12 @@ def main(argv=None) -> int:
     except workers.WorkerFailed as err:
         print(f"persample: {err}", file=sys.stderr)
         return BAD_INPUT if err.refused else MEASUREMENT_FAILED
+    except KeyboardInterrupt:
+        print(
+            f"persample {args.command}: interrupted; nothing was stored, no process or temporary folder is left",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,271 @@
+"""A/B: a baseline and a candidate measured side by side now, in alternating processes, judged on the spread
+between processes measured in the same run.
+
+``persample ab REF`` takes the baseline's ``persample_core`` from git (``REF``,
+extracted with ``git archive`` into a temporary folder) and the candidate's
+from the working tree; ``--baseline-python PATH`` runs the baseline in another
+environment (another torch). Either way the code that times is today's
+harness (``persample_bench``, from the tree this module comes from) on both
+sides: only the code under test differs, as asv times an old commit's package
+with today's benchmarks.
+
+Workers (``persample_bench.worker``) alternate, A, B, A, B, ..., each timing
+every point's method interleaved with the loop until its speedup is known to
+the precision or the time cap, so slow drift of the machine reaches both
+sides alike. Each worker gives one log median per point and metric (the
+speedup, the method's time, the loop's time); a side is its workers' mean,
+and the change is tested with Student's t on the spread between workers,
+pooled over both sides (2k - 2 degrees of freedom for k workers a side). A
+method is also judged on all its points together (their geometric mean: each
+worker's mean over the points, tested the same way), and every row's p is
+adjusted for all the rows (``gate.judge``), as the history gate does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from persample_gate import gate, workers
+from persample_gate.history import HardwareMismatch
+from persample_gate.machine import hardware_differences
+from persample_gate.runs import BASELINE, HistoryError, Point
+
+# The mission's pair where it is resolved best on a shared CPU: cheap rounds (many of them in a worker's
+# seconds) on three architectures (docs/studies/2026-12-02-ab.md).
+DEFAULT_POINTS = (
+    Point("simple_cnn", "vmap", 8, "cpu"),
+    Point("simple_cnn", "vmap", 32, "cpu"),
+    Point("mlp", "vmap", 64, "cpu"),
+    Point("tiny_transformer", "vmap", 64, "cpu"),
+)
+DEFAULT_WORKERS = 5  # a side
+DEFAULT_PRECISION, DEFAULT_MAX_TIME = 0.02, 3.0  # each point, in each worker
+POINT_ID = re.compile(r"^(?P<workload>[^-]+)-(?P<method>[^-]+)-B(?P<batch>\d+)-(?P<device>[^-]+)$")
+TEST_SLOWDOWN = "PERSAMPLE_TEST_SLOWDOWN"  # tests and studies only: the candidate's method does this much more work
+
+
+class NoGit(HistoryError):
+    """The baseline's git ref cannot be had: no repository here, or no such ref."""
+
+
+class BaselineUnusable(HistoryError):
+    """A side cannot be run by today's harness (its persample_core lacks names, its Python lacks torch)."""
+
+
+def parse_point(text: str) -> Point:
+    """``mlp-vmap-B64-cpu`` as a Point; one line saying the form where it is not one."""
+    match = POINT_ID.match(text)
+    if not match:
+        raise HistoryError(f"{text!r} is not a point id; write workload-method-B<batch>-device, e.g. mlp-vmap-B64-cpu")
+    if match["method"] == BASELINE:
+        raise HistoryError(f"{text}: the {BASELINE} is what every point is timed against; name another method")
+    return Point(match["workload"], match["method"], int(match["batch"]), match["device"])
+
+
+def _git(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, **kw)
+
+
+def repository(start: Path) -> Path | None:
+    """The git work tree ``start`` lies in, or None."""
+    done = _git(start, "rev-parse", "--show-toplevel", text=True)
+    return Path(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def extract(repo: Path | None, ref: str, into: Path) -> str:
+    """``persample_core`` as it is at ``ref``, written under ``into``; the commit ``ref`` names."""
+    if repo is None:
+        raise NoGit(
+            f"{Path.cwd()} is not in a git repository, so there is no {ref!r} to measure; run persample ab from a "
+            "clone, or compare two environments with --baseline-python alone"
+        )
+    done = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", text=True)
+    if done.returncode != 0:
+        raise NoGit(f"no commit {ref!r} in {repo}; name a branch, tag or commit (git log --oneline lists them)")
+    commit = done.stdout.strip()
+    if _git(repo, "cat-file", "-e", f"{commit}:persample_core/__init__.py").returncode != 0:
+        raise BaselineUnusable(f"{ref} ({commit[:10]}) has no persample_core package; name a later commit")
+    archive = _git(repo, "archive", "--format=tar", commit, "persample_core")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return commit
+
+
+def candidate_core(repo: Path | None) -> Path:
+    """The candidate's ``persample_core``: the working tree's, else the one this environment imports."""
+    if repo is not None and (repo / "persample_core" / "__init__.py").is_file():
+        return repo / "persample_core"
+    spec = find_spec("persample_core")  # located, not imported: no torch here
+    if spec is None or spec.origin is None:
+        raise BaselineUnusable("no persample_core here: run persample ab from a clone, or install persample-core")
+    return Path(spec.origin).parent
+
+
+def todays_harness() -> Path:
+    """The folder holding today's ``persample_bench`` and ``persample_gate``: this module's."""
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Side:
+    """What one side runs: a Python, and the folder its ``persample_core`` is imported from."""
+
+    name: str
+    python: str
+    core: Path  # the folder holding persample_core
+    said: str  # where the code comes from, for the report
+
+    def env(self) -> dict:
+        """The worker's environment: this side's persample_core first, then today's harness, then the user's."""
+        paths = [str(self.core), str(todays_harness()), os.environ.get("PYTHONPATH", "")]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+
+
+@contextmanager
+def sides(ref: str | None, baseline_python: str | None, start: Path):
+    """The baseline (A) and the candidate (B), in a temporary folder removed on the way out, however it ends."""
+    if baseline_python is not None and not (Path(baseline_python).is_file() and os.access(baseline_python, os.X_OK)):
+        raise HistoryError(
+            f"--baseline-python {baseline_python}: no Python there; give the path of an interpreter, "
+            "e.g. other-venv/bin/python"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="persample-ab-"))
+    try:
+        repo = repository(start)
+        core = candidate_core(repo)
+        linked = {}
+        for name in "AB":
+            (folder / name).mkdir()
+            linked[name] = folder / name / "persample_core"
+        linked["B"].symlink_to(core, target_is_directory=True)
+        here = f"persample_core of {'the working tree ' + str(repo) if repo else core.parent}"
+        dirty = repo is not None and bool(_git(repo, "status", "--porcelain", "--", "persample_core", text=True).stdout)
+        b_said = here + (" (uncommitted changes)" if dirty else "")
+        if ref is not None:
+            commit = extract(repo, ref, folder / "A")
+            a_said = f"persample_core of {ref} ({commit[:10]})"
+        else:
+            linked["A"].symlink_to(core, target_is_directory=True)
+            a_said = here
+        yield (
+            Side("A", baseline_python or sys.executable, folder / "A", a_said),
+            Side("B", sys.executable, folder / "B", b_said),
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _medians(timed: dict) -> dict:
+    """A worker's log medians at one point: the speedup's (as method/baseline), the method's and the baseline's."""
+    method, baseline = np.asarray(timed["method"]), np.asarray(timed["baseline"])
+    return {
+        "ratio": float(np.log(np.median(method / baseline))),
+        "time": float(np.log(np.median(method))),
+        "baseline": float(np.log(np.median(baseline))),
+    }
+
+
+def side_logs(answers: list[dict], level: str) -> dict:
+    """``{(point, metric): [log median of each worker]}`` of one side's answers at slowdown ``level``."""
+    logs = {}
+    for answer in answers:
+        for point_id, timed in answer["levels"][level].items():
+            point = Point(*answer["points"][point_id])
+            for metric, value in _medians(timed).items():
+                key = (replace(point, method=BASELINE), "time") if metric == "baseline" else (point, metric)
+                logs.setdefault(key, []).append(value)
+    return logs
+
+
+def two_sample(before, after) -> tuple[float, float, float, float, float]:
+    """(change, low, high, p, spread) of ``after`` over ``before`` (log values, one per worker): Student's t on
+    the pooled spread between workers, one-sided (after slower)."""
+    x, y = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    shift, df = y.mean() - x.mean(), len(x) + len(y) - 2
+    spread = float(np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / df))
+    error = spread * np.sqrt(1 / len(x) + 1 / len(y))
+    if error == 0:  # identical workers: nothing to test against
+        return float(np.expm1(shift)), float(np.expm1(shift)), float(np.expm1(shift)), float(shift <= 0), 0.0
+    reach = float(stats.t.ppf(0.975, df)) * error
+    p_value = float(stats.t.sf(shift / error, df))
+    return float(np.expm1(shift)), float(np.expm1(shift - reach)), float(np.expm1(shift + reach)), p_value, spread
+
+
+def compare_sides(a: dict, b: dict) -> list[gate.Change]:
+    """Every (point, metric) both sides have, and each method's geometric mean over its points (per device and
+    metric, two points or more), as unjudged rows for ``gate.judge``."""
+    rows = {key: (a[key], b[key]) for key in sorted(a.keys() & b.keys()) if min(len(a[key]), len(b[key])) >= 2}
+    groups = {}
+    for point, metric in rows:
+        groups.setdefault((point.method, point.device, metric), []).append((point, metric))
+    for (method, device, metric), keys in groups.items():
+        if len(keys) >= 2:
+            share = 1 / len(keys)
+            pooled = gate.Pooled(method, device, len(keys), tuple((p.id, share) for p, _ in keys), weighted=False)
+            rows[(pooled, metric)] = tuple(np.mean([rows[key][side] for key in keys], axis=0) for side in (0, 1))
+    changes = []
+    for (point, metric), (before, after) in rows.items():
+        change, low, high, p_value, spread = two_sample(before, after)
+        first, second = float(np.exp(np.mean(before))), float(np.exp(np.mean(after)))
+        changes.append(gate.Change(point, metric, first, second, change, low, high, p_value, False, spread))
+    return changes
+
+
+def check_same_hardware(a: dict, b: dict) -> None:
+    differences = hardware_differences(a["machine"], b["machine"])
+    if differences:
+        raise HardwareMismatch(
+            f"the two sides see different hardware ({'; '.join(differences)}); give the baseline a Python with the "
+            "same torch build (CPU or CUDA) and the same visible devices"
+        )
+
+
+def run(sides_: tuple, request: dict, workers_per_side: int, progress=print) -> dict:
+    """``{"A": [answer, ...], "B": [...]}``: the workers' answers, the sides alternating."""
+    answers = {"A": [], "B": []}
+    slowdown = float(os.environ.get(TEST_SLOWDOWN, "0") or 0)
+    started = time.perf_counter()
+    for number in range(1, workers_per_side + 1):
+        for side in sides_:
+            asked = {**request, "slowdowns": [slowdown if side.name == "B" else 0.0]}
+            try:
+                answer = workers.measure(asked, python=side.python, env=side.env(), cwd=side.core)
+            except workers.WorkerFailed as err:
+                if err.unusable:
+                    raise BaselineUnusable(f"side {side.name} ({side.said}): {err}") from None
+                raise
+            answers[side.name].append(answer)
+            if number == 1 and side.name == "B":
+                check_same_hardware(answers["A"][0], answer)
+            level = next(iter(answer["levels"].values()))
+            speedups = ", ".join(
+                f"{point_id.rsplit('-', 1)[0]} {1 / np.exp(_medians(timed)['ratio']):.2f}x"
+                for point_id, timed in level.items()
+            )
+            progress(
+                f"{side.name} {number}/{workers_per_side}: {speedups} ({time.perf_counter() - started:.0f} s so far)"
+            )
+    return answers
+
+
+def changes_of(answers: dict) -> list[gate.Change]:
+    """The unjudged rows of a finished A/B run."""
+    level = {side: next(iter(answers[side][0]["levels"])) for side in "AB"}
+    return compare_sides(side_logs(answers["A"], level["A"]), side_logs(answers["B"], level["B"]))
+
+
+def save(path: Path, answers: dict, request: dict) -> None:
+    path.write_text(json.dumps({"request": request, "answers": answers}))

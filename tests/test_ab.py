@@ -1,0 +1,185 @@
+"""``persample ab``: the statistics on simulated workers, and the command end to end on one cheap point."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from persample_gate import ab, cli, gate
+from persample_gate.history import HardwareMismatch
+from persample_gate.runs import HistoryError, Point
+from tests.conftest import REPO, persample
+
+POINTS = [
+    Point(*p) for p in (("simple_cnn", "vmap", 8, "cpu"), ("mlp", "vmap", 64, "cpu"), ("tiny", "vmap", 64, "cpu"))
+]
+
+
+def answers(rng, workers, spread, slowdown=0.0, rounds=30):
+    """Workers' answers as the harness gives them: per point, rounds of the method and of the loop, each worker's
+    level shifted by ``spread`` (sd, log) as processes are, the method slower by ``slowdown``."""
+    made = []
+    for _ in range(workers):
+        levels = {}
+        for point in POINTS:
+            loop = np.exp(rng.normal(np.log(0.05), 0.05, rounds) + rng.normal(0, spread))
+            method = loop * 0.5 * (1 + slowdown) * np.exp(rng.normal(0, 0.05, rounds) + rng.normal(0, spread))
+            levels[point.id] = {"method": list(method), "baseline": list(loop)}
+        made.append({"points": {p.id: [p.workload, p.method, p.batch_size, p.device] for p in POINTS},
+                     "levels": {"0.0": levels}, "machine": {"hardware_id": "cpu"}})  # fmt: skip
+    return made
+
+
+def verdict(a, b):
+    return gate.judge(ab.changes_of({"A": a, "B": b}), thresholds={})
+
+
+def test_rows_are_each_point_and_metric_and_each_methods_mean():
+    rows = ab.changes_of(
+        {"A": answers(np.random.default_rng(0), 3, 0.02), "B": answers(np.random.default_rng(1), 3, 0.02)}
+    )
+    ids = {(c.point.id, c.metric) for c in rows}
+    assert ("vmap-cpu (geomean of 3)", "ratio") in ids and ("loop-cpu (geomean of 3)", "time") in ids
+    assert ("mlp-loop-B64-cpu", "time") in ids and ("mlp-vmap-B64-cpu", "ratio") in ids and len(rows) == 12
+
+
+def test_unchanged_code_is_flagged_at_most_one_time_in_a_hundred():
+    """A/A on simulated workers whose level moves by 3% between processes (far more than their rounds say), five
+    a side: the whole table flags at most 1% of 1000 trials."""
+    rng = np.random.default_rng(3)
+    flagged = sum(any(c.regressed for c in verdict(answers(rng, 5, 0.03), answers(rng, 5, 0.03))) for _ in range(1000))
+    assert flagged <= 10, flagged
+
+
+def test_a_10_percent_slowdown_is_caught_when_processes_spread_by_3_percent():
+    rng = np.random.default_rng(4)
+    caught = 0
+    for _ in range(100):
+        rows = verdict(answers(rng, 5, 0.03), answers(rng, 5, 0.03, slowdown=0.10))
+        caught += any(c.regressed and c.metric == "ratio" for c in rows)
+    assert caught >= 95, caught
+
+
+def test_the_change_is_tested_on_the_spread_between_workers():
+    change, low, high, p, spread = ab.two_sample(np.log([1.0, 1.02, 0.98]), np.log([1.10, 1.12, 1.08]))
+    assert change == pytest.approx(0.10, abs=0.005) and low < 0.10 < high and p < 0.01
+    assert spread == pytest.approx(0.02, rel=0.05)
+    assert ab.two_sample([0.0, 0.0], [0.0, 0.0])[3] == 1.0  # identical workers: nothing is significant
+
+
+def test_the_two_sides_must_see_the_same_hardware():
+    a, b = (
+        {"machine": {"cpu_model": "AMD EPYC", "gpu_name": gpu, "gpu_count": int(bool(gpu))}} for gpu in (None, "H100")
+    )
+    with pytest.raises(HardwareMismatch, match=r"the two sides see different hardware \(gpu_name: None != 'H100'"):
+        ab.check_same_hardware(a, b)
+
+
+@pytest.mark.parametrize("text", ["mlp-vmap-64-cpu", "mlp", "mlp-loop-B64-cpu"])
+def test_a_point_id_that_is_not_one_is_refused_saying_the_form(text):
+    with pytest.raises(HistoryError, match="write workload-method-B<batch>-device|what every point is timed against"):
+        ab.parse_point(text)
+
+
+# End to end, on one cheap point with two workers a side: each worker starts torch and checks the point (seconds).
+CHEAP = ["--points", "mlp-vmap-B1-cpu", "--workers", "2", "--max-time", "0.3"]
+
+
+def no_temporary_folders(tmp: Path) -> bool:
+    return not list(tmp.glob("persample-ab-*"))
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A TMPDIR of the test's own, to see that ab leaves no temporary folder behind."""
+    return {**os.environ, "TMPDIR": str(tmp_path)}, tmp_path
+
+
+def test_same_code_on_both_sides_passes_and_leaves_nothing_behind(scratch):
+    env, tmp = scratch
+    code, out = persample("ab", "HEAD", *CHEAP, env=env, timeout=300)
+    assert code == cli.OK, out
+    assert "baseline  A: persample_core of HEAD (" in out and "candidate B: persample_core of the working tree" in out
+    assert "A 2/2: mlp-vmap-B1" in out and "0 regression(s) in 2 common point(s)" in out, out
+    assert no_temporary_folders(tmp)
+
+
+def test_an_injected_slowdown_is_a_regression(scratch):
+    env, tmp = scratch
+    code, out = persample("ab", "HEAD", *CHEAP, env={**env, ab.TEST_SLOWDOWN: "2.0"}, timeout=300)
+    assert code == cli.REGRESSION, out
+    assert any(line.startswith("mlp-vmap-B1-cpu") and "speedup" in line and "REGRESSION" in line
+               for line in out.splitlines()), out  # fmt: skip
+    assert no_temporary_folders(tmp)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["no-such-ref"], cli.NO_GIT, "no commit 'no-such-ref' in"),
+        ([], cli.BAD_INPUT, "name a baseline: a git ref (persample ab main) or --baseline-python PATH"),
+        (["HEAD", "--points", "mlp-vmap-64"], cli.BAD_INPUT, "is not a point id"),
+        (["HEAD", "--baseline-python", "/no/python"], cli.BAD_INPUT, "--baseline-python /no/python: no Python there"),
+        (["HEAD", "--workers", "1"], 2, "argument --workers: '1' is not a whole number of at least 2"),
+        (["HEAD", "--points", "mlp-vamp-B1-cpu", "--workers", "2"], cli.BAD_INPUT, "unknown method 'vamp'"),
+    ],
+    ids=["unknown-ref", "no-baseline", "bad-point", "no-python", "one-worker", "unknown-method"],
+)
+def test_bad_input_gets_one_line_and_its_own_exit_code(scratch, args, code, message):
+    env, tmp = scratch
+    returned, out = persample("ab", *args, env=env, timeout=300)
+    assert returned == code and message in out, out
+    assert no_temporary_folders(tmp)
+
+
+def test_outside_a_git_repository_a_ref_cannot_be_had(scratch):
+    env, tmp = scratch
+    code, out = persample("ab", "main", *CHEAP, cwd=tmp, env={**env, "GIT_CEILING_DIRECTORIES": str(tmp.parent)})
+    assert code == cli.NO_GIT and "is not in a git repository" in out and "--baseline-python" in out, out
+
+
+def test_a_baseline_python_without_torch_is_named(scratch):
+    env, tmp = scratch
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "bare")], check=True)
+    code, out = persample("ab", "--baseline-python", tmp / "bare" / "bin" / "python", *CHEAP, env=env, timeout=300)
+    assert code == cli.UNUSABLE and "has no torch; install it there" in out and "side A" in out, out
+    assert no_temporary_folders(tmp)
+
+
+def test_a_ref_whose_library_lacks_what_the_harness_needs_is_named(scratch):
+    """A repository whose persample_core at some commit is an empty package."""
+    env, tmp = scratch
+    repo = tmp / "repo"
+    (repo / "persample_core").mkdir(parents=True)
+    (repo / "persample_core" / "__init__.py").write_text('"""Too old for today\'s harness."""\n')
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "old"], check=True)
+    code, out = persample("ab", "HEAD", *CHEAP, cwd=repo, env=env, timeout=300)
+    assert code == cli.UNUSABLE and "lacks what today's harness needs" in out, out
+    assert no_temporary_folders(tmp)
+
+
+def test_ctrl_c_stops_the_workers_and_removes_the_temporary_folder(scratch):
+    env, tmp = scratch
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "persample_gate.cli", "ab", "HEAD", *CHEAP], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while no_temporary_folders(tmp) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # a worker is running by now
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == cli.INTERRUPTED and "interrupted; nothing was stored" in err, out + err
+    assert no_temporary_folders(tmp)
+    workers = subprocess.run(["pgrep", "-f", "persample_bench.worker"], capture_output=True, text=True).stdout.split()
+    assert not [pid for pid in workers if Path(f"/proc/{pid}/environ").exists()
+                and str(tmp).encode() in Path(f"/proc/{pid}/environ").read_bytes()]  # fmt: skip
