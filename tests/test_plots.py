@@ -8,8 +8,8 @@ from tests.conftest import persample
 pytest.importorskip("matplotlib", reason="plots need matplotlib (the test extra installs it)")
 
 
-def test_plot_command_writes_png_and_svg_of_the_newest_run_and_the_history(stored_runs, tmp_path):
-    runs = [stored_runs[name] for name in ("base", "rerun", "slowed")]
+def test_plot_command_writes_png_and_svg_of_the_newest_run_and_the_history(recorded, tmp_path):
+    runs = [*recorded["unchanged"][:2], recorded["slowed"]]
     code, out = persample("plot", *runs, "--out", tmp_path)
     assert code == 0, out
     for name in ("time_per_sample", "speedup", "memory", "history"):
@@ -17,8 +17,8 @@ def test_plot_command_writes_png_and_svg_of_the_newest_run_and_the_history(store
             assert (tmp_path / f"{name}.{ext}").stat().st_size > 5000, f"{name}.{ext} is empty"
 
 
-def test_figures_hold_the_runs_numbers(stored_runs, tmp_path):
-    runs = [history.load(stored_runs[name]) for name in ("base", "rerun", "slowed")]
+def test_figures_hold_the_runs_numbers(recorded, tmp_path):
+    runs = [history.load(path) for path in (*recorded["unchanged"][:2], recorded["slowed"])]
     figures = plots.figures_of(runs[-1])
     vmap = next(f for p, f in figures.items() if p.method == "vmap")
     assert vmap["speedup_over_loop"] > 0 and vmap["peak_memory_bytes"] > 0 and vmap["gradient_bytes"] > 0

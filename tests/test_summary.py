@@ -1,0 +1,15 @@
+"""Derived figures and the summary table, from medians alone."""
+
+from persample_gate.runs import Point
+from persample_gate.summary import derive, summary_table
+
+
+def test_derived_figures():
+    medians = {Point("mlp", m, 10, "cpu"): t for m, t in (("loop", 2.0), ("vmap", 0.5), ("floor", 0.25))}
+    derived = derive(medians)
+    vmap = derived[Point("mlp", "vmap", 10, "cpu")]
+    assert vmap == {"time_per_sample": 0.05, "speedup_over_loop": 4.0, "floor_multiple": 2.0}
+    assert derived[Point("mlp", "floor", 10, "cpu")]["speedup_over_loop"] is None
+    rows = [line.split() for line in summary_table(medians).splitlines()[2:]]
+    assert [next(w for w in row if w in ("loop", "vmap", "floor")) for row in rows] == ["loop", "vmap", "floor"]
+    assert rows[1][-4:-2] == ["4.00x", "2.00x"]
