@@ -140,7 +140,7 @@ def test_the_geometric_mean_of_a_methods_points_catches_what_no_single_point_can
 
 
 # How much one run's speedup varied (standard deviation) at the full sweep's 14 vmap points up to B = 256 over
-# its first 7 runs on this project's 2-core machine.
+# its first 7 runs in docs/studies/2026-11-28-stored-sweeps.md.
 FULL_SWEEP_SPREADS = np.array([2.9, 4.0, 2.7, 2.7, 3.3, 0.9, 1.9, 3.3, 2.5, 23, 0.46, 0.71, 4.1, 5.6]) / 100
 
 
@@ -288,11 +288,10 @@ def test_gate_passes_an_unchanged_rerun(stored_runs):
     """The last two of the unchanged runs, one process each, with the noise between runs known from the
     five stored up to the baseline: the speedup at the default 10%.
 
-    On the rounds alone, a first comparison on a new machine, this flagged
-    about 3% of such pairs: two processes differ by more than their rounds say.
-    Absolute time is gated at 50% here: it carries the machine's drift between
-    processes, which no ratio cancels (on CI's shared cores vmap's CPU time
-    varied by ~10% between processes; README, "How small a slowdown it catches").
+    On the rounds alone, a first comparison on a new machine, such pairs can be
+    flagged: two processes differ by more than their rounds say. Absolute time
+    is gated at 50% here: it carries the machine's drift between processes,
+    which no ratio cancels (docs/studies/2026-11-28-sensitivity-trials.md).
     """
     *_, baseline, candidate = stored_runs["unchanged"]
     code, out = persample("compare", baseline, candidate, "--threshold-time", "0.5")
