@@ -10,12 +10,12 @@ least any method needs, the B x P per-sample gradient floats.
 
 Timed calls on the CPU run on a heap that keeps freed memory
 (``keep_freed_memory``): glibc hands every block over 32 MB straight back to
-the OS when it is freed, so each call that makes B x P gradients faults its
-pages in afresh (24,580 faults, 100 MB, for mlp at B=64), which took two
-thirds of the call here, and how long depended on the state of the host, not
-on the method: the same call took 21 ms in one process and 96 ms in the next.
-Keeping the heap is what torch's own CPU launcher does with jemalloc or
-tcmalloc (``python -m torch.backends.xeon.run_cpu``).
+the OS when it is freed, so each call that makes B x P gradients would fault
+its pages in afresh. That can take most of the call, for as long as the
+state of the host decides, not the method: the noise it adds between runs is
+measured in docs/studies/2026-11-28-noise-sources.md. Keeping the heap is
+what torch's own CPU launcher does with jemalloc or tcmalloc
+(``python -m torch.backends.xeon.run_cpu``).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ SYSTEM = "system allocator as it is"
 def _libc():
     """glibc, or None on a C library without its malloc extensions (macOS, musl).
 
-    Looked up once per process: ``find_library`` runs ldconfig (7 ms here), and
-    every point's preparation and peak-memory measurement asks.
+    Looked up once per process: ``find_library`` runs ldconfig in a
+    subprocess, and every point's preparation and peak-memory measurement asks.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -68,10 +68,12 @@ def keep_freed_memory() -> str:
 
     After the warm-up, a timed call then reuses memory instead of faulting
     fresh pages in. ``peak_bytes`` still sees a call's own memory: it hands the
-    freed heap back first. Called before every point (mallopt is cheap): cached
-    to one call at start-up, a later 100 MB call faulted all its pages in again
-    once a ``vmap_compiled`` point had run, and the kept-heap test failed; why is
-    not known.
+    freed heap back first. Made before every point, not once per process:
+    mallopt is cheap, and the setting must hold whatever ran earlier in the
+    process (made once at start-up, it did not survive a ``vmap_compiled``
+    point: docs/studies/2026-11-28-noise-sources.md). A prepared point's calls
+    fault no fresh pages: ``test_a_prepared_point_runs_on_the_kept_heap_without_fresh_pages``
+    in tests/test_suite.py.
     """
     libc = _libc()
     if libc is None or not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):

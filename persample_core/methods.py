@@ -225,8 +225,9 @@ def opacus(model, loss_fn):
     """Opacus's ``GradSampleModule``: forward and backward hooks with per-layer rules (functorch for the rest).
 
     The hooks go on the caller's model for the duration of a call only: left
-    on, they would change every later forward and backward of that model. Adding and
-    removing them costs 0.6-1.4 ms a call on the workloads here (2-core CPU).
+    on, they would change every later forward and backward of that model. So
+    adding and removing them is part of every call's time, which a DP training
+    loop that keeps them on does not pay (docs/studies/2026-11-28-method-costs.md).
     """
     try:
         from opacus import GradSampleModule

@@ -17,7 +17,7 @@ Significant means against two kinds of noise, both (the larger p counts):
 - within the runs: one-sided Mann-Whitney U on the rounds, with a
   bootstrap interval of the change of the medians;
 - between runs: two processes of unchanged code differ by more than their
-  rounds say (on this project's shared machine, 2-4% in the speedup). That
+  rounds say (docs/studies/2026-11-28-sensitivity-trials.md). That
   spread is estimated from the runs stored before the candidate on the same
   hardware and settings (at least ``MIN_HISTORY``): the root mean square of
   the successive differences of their log medians (von Neumann's mean square
@@ -25,9 +25,10 @@ Significant means against two kinds of noise, both (the larger p counts):
   a real change in the history only makes the gate more cautious). The
   change is then a t-score against it, on the estimate's degrees of freedom,
   so that a spread known from a few runs is not trusted like a known one
-  (a z-score on 10 stored runs cries wolf three times as often as it
-  should). With fewer stored runs the rounds are all there is, and the
-  output says so.
+  (a z-score would flag unchanged code above alpha, see
+  ``test_false_alarms_stay_at_alpha_when_the_spread_is_learnt_from_few_runs``
+  in tests/test_gate.py). With fewer stored runs the rounds are all there is,
+  and the output says so.
 
 Every method is also judged on all its points together (``Pooled``): the
 geometric mean of its metric over the points both runs have, each point
@@ -35,25 +36,25 @@ weighted by 1 / (its spread between runs)^2, tested against the spread of that
 mean between the stored runs. A slowdown of the method's own code shows at
 every point, while the noise of different points is largely independent, so
 the mean resolves what no single point can; the weights are what a common
-relative slowdown is best estimated with when points differ in noise as they
-do (one run's speedup varies by 0.6% to 21% across the full sweep's vmap
-points on this project's 2-core machine; equal weights let the noisiest
-point set the mean's spread). A change at a few points only is left to the
-points' own rows. The mean is tested only once the spreads are known
-(``MIN_HISTORY`` runs with all its points): its rounds come from different
-points and say nothing of it on their own.
+relative slowdown is best estimated with when points differ in noise by tens
+of times, as a sweep's do (docs/studies/2026-11-28-stored-sweeps.md; equal
+weights let the noisiest point set the mean's spread). A change at a few
+points only is left to the points' own rows. The mean is tested only once
+the spreads are known (``MIN_HISTORY`` runs with all its points): its rounds
+come from different points and say nothing of it on their own.
 
 The verdict is on all the rows together: a run of the full sweep has hundreds,
 and at p < alpha each, some of them would flag unchanged code in most
-comparisons (26% of pairs of unchanged runs over just 30 rows here). So each
-row's p is adjusted for all the rows compared (weighted Holm), and a row
-regresses when its adjusted p < alpha: the chance that any row flags unchanged
-code is then at most alpha, however the rows depend on each other. The
-methods' pooled speedup rows share ``PRIMARY_SHARE`` of alpha, every other row
-the rest: a slowdown of a method's code is resolved on its pooled speedup, the
-suite's question and the one metric its interleaved rounds keep free of the
-machine's drift; a single point, or a time that moves with the machine by
-7-17% between runs, resolves only slowdowns large enough to show at any alpha.
+comparisons (``test_the_gate_holds_false_alarms_to_alpha_over_all_its_rows``
+in tests/test_gate.py). So each row's p is adjusted for all the rows compared
+(weighted Holm), and a row regresses when its adjusted p < alpha: the chance
+that any row flags unchanged code is then at most alpha, however the rows
+depend on each other. The methods' pooled speedup rows share ``PRIMARY_SHARE``
+of alpha, every other row the rest: a slowdown of a method's code is resolved
+on its pooled speedup, the suite's question and the one metric its
+interleaved rounds keep free of the machine's drift; a single point, or a
+time that moves with the machine between runs, resolves only slowdowns large
+enough to show at any alpha. Why each choice, and what was measured: docs/gate.md.
 """
 
 from __future__ import annotations
@@ -245,9 +246,9 @@ def _pooled_spread(logs: np.ndarray) -> Spread | None:
     Each change between successive runs is weighted as learnt from the other
     runs, so that no change is judged with weights drawn from itself. Weights
     learnt from all the runs favour the points that happened to be quiet in
-    them, and the mean's spread comes out too small: in simulation (14 points
-    spreading by 0.5-23%) 1.4-2.5% false alarms at a nominal 1% with 5-20
-    runs stored, against 0.5-0.7% this way.
+    them, and the mean's spread comes out too small, which flags unchanged
+    code above alpha (tests/test_gate.py,
+    ``test_the_weighted_mean_keeps_false_alarms_at_alpha_when_points_differ_in_noise``).
     """
     changes = []
     for t in range(len(logs) - 1):

@@ -26,7 +26,8 @@ GATED = r"RatioToBaseline.track_time_over_baseline\('\w+', 'vmap', 64, 'cpu'\)"
 WORKLOADS = ("mlp", "simple_cnn", "tiny_transformer")
 # On a machine shared with other jobs, torch's two OpenMP threads get descheduled inside the loop's
 # thousands of small parallel regions, and its ratio swings fourfold between runs; one thread keeps
-# repeated runs within about 10%. The slowdown is threefold, so a 1.5x threshold separates the two.
+# repeated runs within about 10% (docs/studies/2026-11-28-noise-sources.md). The slowdown is threefold, so a 1.5x
+# threshold separates the two.
 QUIET = {"OMP_NUM_THREADS": "1"}
 FACTOR = "1.5"
 SLOWDOWN = """

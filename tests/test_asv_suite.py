@@ -134,12 +134,11 @@ def one_thread():
 def test_the_ratio_rises_when_the_method_slows_down(monkeypatch, one_thread):
     """vmap doing 5x the work: the ratio must at least double.
 
-    The margin is wide on purpose: this is asv's timing of a few rounds on a
-    shared machine, and with 3x the work it once measured 1.99x. One torch
-    thread: with two, the loop's many small parallel regions wait for a
-    descheduled thread whenever another job takes a core, and its time, the
-    divisor, swells (with another benchmark running beside it, 5x the work
-    once measured 1.86x).
+    The margin is wide on purpose: asv times a few rounds, and on a shared
+    machine they can read far below the work done. One torch thread: with two,
+    the loop's many small parallel regions wait for a descheduled thread
+    whenever another job takes a core, and its time, the divisor, swells
+    (docs/studies/2026-11-28-noise-sources.md, "Threads").
     """
     before = ratio(*CPU_POINT)
     fast = methods.METHODS["vmap"]

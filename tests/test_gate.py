@@ -137,7 +137,7 @@ def test_the_geometric_mean_of_a_methods_points_catches_what_no_single_point_can
 
 
 # How much one run's speedup varied (standard deviation) at the full sweep's 14 vmap points up to B = 256 over
-# its first 7 runs on this project's 2-core machine.
+# its first 7 runs in docs/studies/2026-11-28-stored-sweeps.md.
 FULL_SWEEP_SPREADS = np.array([2.9, 4.0, 2.7, 2.7, 3.3, 0.9, 1.9, 3.3, 2.5, 23, 0.46, 0.71, 4.1, 5.6]) / 100
 
 
