@@ -199,13 +199,15 @@ def ab_command(args) -> int:
 
 
 def runs(args) -> int:
-    paths = history.stored(args.storage)
-    if not paths:
-        print(f"no stored runs under {args.storage}; store one with: tox -e bench", file=sys.stderr)
-        return NO_VERDICT
-    for path in paths:
-        print(path)
-    return OK
+    from persample_gate import report
+
+    return report.list_runs(args.storage)
+
+
+def write_report(args) -> int:
+    from persample_gate import report
+
+    return report.write(args.storage, args.out)
 
 
 def plot(args) -> int:
@@ -254,6 +256,12 @@ def main(argv=None) -> int:
 
     p = commands.add_parser("runs", help="list stored runs, oldest first")
     p.set_defaults(run=runs)
+
+    p = commands.add_parser(
+        "report", help="one HTML page of every stored run: hardware side by side, history with the gate's verdicts"
+    )
+    p.add_argument("--out", default="report.html", help="the page to write (default: report.html)")
+    p.set_defaults(run=write_report)
 
     p = commands.add_parser(
         "ab",

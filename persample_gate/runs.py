@@ -52,6 +52,11 @@ class Run:
         return self.path.name
 
     @property
+    def id(self) -> str:
+        """The saved id (``0003`` of pytest-benchmark's ``0003_<commit>_<date>.json``), or the file's stem."""
+        return self.path.stem.split("_", 1)[0]
+
+    @property
     def baseline(self) -> str:
         """The method every speedup in this run is taken over."""
         return self.machine.get("baseline", BASELINE)

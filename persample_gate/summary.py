@@ -25,14 +25,14 @@ def derive(medians: dict[Point, float], *, baseline: str = BASELINE, floor_name:
     return derived
 
 
-def _seconds(value: float) -> str:
+def format_seconds(value: float) -> str:
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if value >= scale:
             return f"{value / scale:.3g} {unit}"
     return f"{value / 1e-9:.3g} ns"
 
 
-def _bytes(value) -> str:
+def format_bytes(value) -> str:
     if value is None:
         return "-"
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -58,10 +58,11 @@ def render(header, rows, left: int) -> str:
     return "\n".join(lines)
 
 
-def summary_table(
+def summary_rows(
     medians: dict[Point, float], memory: dict | None = None, *, baseline: str = BASELINE, floor_name: str = FLOOR
-) -> str:
-    """One row per point, grouped by workload, device and batch size; the baseline first, the floor last.
+) -> tuple[tuple, list[tuple]]:
+    """(header, rows) of the summary table: one row per point, grouped by workload, device and batch size (a
+    group's cells left blank after its first row); the baseline first, the floor last.
 
     ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes).
     """
@@ -79,13 +80,23 @@ def summary_table(
             (
                 *(group if group != previous else ("", "", "")),
                 point.method,
-                _seconds(medians[point]),
-                _seconds(d["time_per_sample"]),
+                format_seconds(medians[point]),
+                format_seconds(d["time_per_sample"]),
                 _times(d["speedup_over_loop"]),
                 _times(d["floor_multiple"]),
-                _bytes(peak),
+                format_bytes(peak),
                 _times(peak / minimum if peak is not None and minimum else None),
             )
         )
         previous = group
-    return render(header, rows, left=4)
+    return header, rows
+
+
+LEFT_ALIGNED = 4  # the summary table's columns that name the point
+
+
+def summary_table(
+    medians: dict[Point, float], memory: dict | None = None, *, baseline: str = BASELINE, floor_name: str = FLOOR
+) -> str:
+    """``summary_rows`` as a plain text table."""
+    return render(*summary_rows(medians, memory, baseline=baseline, floor_name=floor_name), left=LEFT_ALIGNED)

@@ -6,7 +6,6 @@ goes to ``.asv/e2e/`` (asv's output and a screenshot of the dashboard).
 """
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.browser import chromium
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("asv", reason="asv is not installed; pip install -e '.[asv]'")
@@ -44,17 +45,6 @@ def _three_times_slower(model, loss_fn):
 
 METHODS["vmap"] = _three_times_slower
 """
-CHROMIUM = [
-    "chromium",
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-    "--virtual-time-budget=15000",
-]
 # The graph of the gated points: by default the page would show only the first batch size.
 GRAPH = (
     "index.html#per_sample_grads.RatioToBaseline.track_time_over_baseline"
@@ -194,15 +184,6 @@ def dashboard(history):
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def chromium(tmp_path, *args):
-    if shutil.which("chromium") is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
-    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"  # fresh: no first-run network calls
-    done = subprocess.run([*CHROMIUM, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 def test_the_dashboard_lists_the_benchmarks_and_draws_their_history(dashboard, history, tmp_path):

@@ -17,7 +17,7 @@ def modules_after(statement: str) -> set[str]:
 def test_the_gate_reads_and_gates_runs_without_torch():
     loaded = modules_after(
         "import persample_gate.cli, persample_gate.gate, persample_gate.history, "
-        "persample_gate.plots, persample_gate.sensitivity, persample_gate.summary"
+        "persample_gate.plots, persample_gate.report, persample_gate.sensitivity, persample_gate.summary"
     )
     assert "torch" not in loaded and "persample_bench" not in loaded and "persample_core" not in loaded
 
