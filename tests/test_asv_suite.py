@@ -2,6 +2,9 @@
 
 import importlib
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -156,3 +159,36 @@ def test_the_machine_is_named_after_its_gpu():
 def test_a_machine_without_cuda_says_so():
     entry = machine_entry(None)
     assert entry["machine"].endswith("-cpu") and entry["gpu"] == "none"
+
+
+OLD_COMMIT = """
+from asv_runner._aux import update_sys_path
+update_sys_path({benchmarks!r})  # as asv imports the suite: that one package from its folder, nothing beside it
+import benchmarks.common as common
+import persample_bench.prepare, persample_core
+print(persample_core.__file__)
+print(persample_bench.prepare.__file__)
+print(common.prepare_point.__module__)
+"""
+
+
+def test_an_old_commit_is_timed_with_todays_harness(tmp_path):
+    """As asv installs it: the commit's package (here a persample_core and a stale harness beside it) ahead of
+    today's tree on the path. The suite times with today's persample_bench and measures the commit's core."""
+    installed = tmp_path / "site-packages"
+    shutil.copytree(REPO / "persample_core", installed / "persample_core")
+    for stale in ("persample_bench", "persample_gate"):
+        (installed / stale).mkdir(parents=True)
+        (installed / stale / "__init__.py").write_text("raise ImportError('the commit\\'s own harness was imported')\n")
+    done = subprocess.run(
+        [sys.executable, "-c", OLD_COMMIT.format(benchmarks=str(REPO / "benchmarks"))],
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    core, harness, module = done.stdout.split()
+    assert core == str(installed / "persample_core" / "__init__.py")
+    assert harness == str(REPO / "persample_bench" / "prepare.py") and module == "persample_bench.prepare"
