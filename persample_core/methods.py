@@ -8,10 +8,13 @@ can keep it out of the per-call time. Adding a method is one factory and one
 ``METHODS`` entry; both benchmark suites pick it up from there.
 
 A method that cannot run here raises ``MethodUnavailable`` with the reason,
-and the suites skip it rather than fail. It declines in one of two ways:
+and the suites skip it rather than fail. It declines in one of three ways
+(docs/support-matrix.md lists what each method declines on which layer):
 before computing, where an optional package is missing or the model has a
-layer the method's own documentation excludes; and when it fails on a model
-the loop computes (the error is turned into one line naming the layer).
+layer the method's own documentation excludes; when it fails on a model the
+loop computes (the error is turned into one line naming the layer); and, for
+the hook methods, when the guard (``guard``) finds its per-sample gradients do
+not add up to the batch gradient.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
+from persample_core.guard import mismatch, replayed, rng_state
 from persample_core.validate import check_batch, check_choice, check_model, checked_loss
 
 
@@ -294,6 +298,10 @@ METHODS = {
 
 BASELINE = "loop"
 
+# The methods that see a parameter only through the layers they hook, and so
+# can miss a use of it: ``prepare`` guards them (``guard``, docs/guard.md).
+HOOK_METHODS = ("expanded_weights", "opacus")
+
 
 def _is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or any(
@@ -357,17 +365,49 @@ def _declining_failures(method, compute, model, loss_fn):
     return run
 
 
-def prepare(model, loss_fn, *, method: str = "vmap"):
+def _guarded(method, compute, model, batch_loss):
+    """``compute``, checked by the guard at its first call at each batch shape (``persample_core.guard``)."""
+    names, params = zip(*_trainable_parameters(model))
+    guarded_shapes = set()
+
+    def run(inputs, targets):
+        shapes = (inputs.shape, targets.shape)
+        if shapes in guarded_shapes:
+            return compute(inputs, targets)
+        state = rng_state(inputs.device)
+        grads = compute(inputs, targets)
+        with replayed(state, inputs.device):
+            batch = dict(zip(names, _gradients(batch_loss(model(inputs), targets), params)))
+        problem = mismatch(grads, batch, len(inputs))
+        if problem:
+            raise MethodUnavailable(f"{method} fails the guard: {problem}")
+        guarded_shapes.add(shapes)
+        return grads
+
+    run.__wrapped__ = compute  # for compile_seconds
+    return run
+
+
+def prepare(model, loss_fn, *, method: str = "vmap", guard: bool = True):
     """Check the model once and return ``compute(inputs, targets) -> {name: Tensor[B, ...]}``.
 
     Each call checks its batch (sizes, devices) before computing; an empty batch
     gives correctly shaped empty gradients. The model's parameters, buffers and
     ``.grad`` fields are left as they were.
+
+    With ``guard``, a hook method's first call at each batch shape also runs one
+    plain batched backward and declines (``MethodUnavailable``, naming the
+    parameter) unless the per-sample gradients add up to its gradient: see
+    ``persample_core.guard``. Later calls at that shape run unguarded, so a
+    warm-up call guards the calls a benchmark times. Other methods compute
+    per-sample gradients by their definition and are not guarded.
     """
     check_choice("method", method, METHODS)
     check_model(model)
     loss_fn = checked_loss(loss_fn)
     compute = _declining_failures(method, METHODS[method](model, loss_fn), model, loss_fn)
+    if guard and method in HOOK_METHODS:
+        compute = _guarded(method, compute, model, _summed_sample_losses(loss_fn))
 
     def checked_compute(inputs, targets):
         if check_batch(model, inputs, targets) == 0:
@@ -378,11 +418,13 @@ def prepare(model, loss_fn, *, method: str = "vmap"):
     return checked_compute
 
 
-def per_sample_grads(model, loss_fn, inputs, targets, *, method: str = "vmap") -> dict[str, torch.Tensor]:
+def per_sample_grads(
+    model, loss_fn, inputs, targets, *, method: str = "vmap", guard: bool = True
+) -> dict[str, torch.Tensor]:
     """Gradient of ``loss_fn(model(x_i[None]), y_i[None])`` for every sample ``i``.
 
     Returns one entry per trainable parameter, keyed as in
     ``model.named_parameters()`` (frozen parameters left out), each of shape
-    ``[B, *param.shape]``.
+    ``[B, *param.shape]``. ``guard``: see ``prepare``.
     """
-    return prepare(model, loss_fn, method=method)(inputs, targets)
+    return prepare(model, loss_fn, method=method, guard=guard)(inputs, targets)
