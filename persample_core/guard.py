@@ -52,8 +52,11 @@ def sum_error(per_sample: torch.Tensor, total: torch.Tensor) -> float:
 
     The scale is that of the terms, ``sum_i |g_i|``, not of their sum: per-sample
     gradients cancel each other, and rounding errs in proportion to the terms.
+    It is summed a few samples at a time: ``abs()`` of all B x P at once makes a
+    temporary as large as the result, and costs ten times the sum.
     """
-    scale = torch.maximum(per_sample.abs().sum(0), total.abs()).max()
+    terms = sum(chunk.abs().sum(0) for chunk in per_sample.split(4))
+    scale = torch.maximum(terms, total.abs()).max()
     difference = (per_sample.sum(0) - total).abs().max()
     return (difference / scale).item() if scale > 0 else 0.0
 
