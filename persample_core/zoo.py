@@ -363,7 +363,9 @@ def verdict(name: str, method: str, *, batch_size: int = BATCH_SIZE, seed: int =
     """Run ``method`` on zoo model ``name`` as a user would, then judge its gradients against the float64 loop."""
     model, loss_fn, inputs, targets = make_specimen(name, batch_size=batch_size, seed=seed)
     try:
-        grads = per_sample_grads(model, loss_fn, inputs, targets, method=method)
+        with torch.random.fork_rng(devices=[]):  # the dropout masks drawn under ``seed`` too
+            torch.manual_seed(seed)
+            grads = per_sample_grads(model, loss_fn, inputs, targets, method=method)
     except MethodUnavailable as err:
         return Verdict("declined", str(err))
     reference_model = ZOO[name].reference_model
