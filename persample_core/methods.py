@@ -7,9 +7,14 @@ work (building transforms, compiling) belongs in the factory, so a benchmark
 can keep it out of the per-call time. Adding a method is one factory and one
 ``METHODS`` entry; both benchmark suites pick it up from there.
 
-A method that cannot run here (an optional package missing, a layer it does
-not support) raises ``MethodUnavailable`` with the reason, and the suites skip
-it rather than fail.
+A method that cannot run here raises ``MethodUnavailable`` with the reason,
+and the suites skip it rather than fail. It declines in one of three ways
+(docs/support-matrix.md lists what each method declines on which layer):
+before computing, where an optional package is missing or the model has a
+layer the method's own documentation excludes; when it fails on a model the
+loop computes (the error is turned into one line naming the layer); and, for
+the hook methods, when the guard (``guard``) finds its per-sample gradients do
+not add up to the batch gradient.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import contextlib
 import inspect
 import os
 import time
+import traceback
 import warnings
 
 import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
+from persample_core.guard import mismatch, replayed, rng_state
 from persample_core.validate import check_batch, check_choice, check_model, checked_loss
 
 
@@ -44,14 +51,19 @@ def _trainable_parameters(model):
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
 
+def _gradients(loss, params) -> list[torch.Tensor]:
+    """``torch.autograd.grad(loss, params)``, with zeros for a parameter the loss does not use."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
 def loop(model, loss_fn):
     """One forward and backward per sample, as in the tutorial: the baseline."""
 
     def compute(inputs, targets):
         names, params = zip(*_trainable_parameters(model))
         per_sample = [
-            torch.autograd.grad(loss_fn(model(inputs[i : i + 1]), targets[i : i + 1]), params)
-            for i in range(inputs.shape[0])
+            _gradients(loss_fn(model(inputs[i : i + 1]), targets[i : i + 1]), params) for i in range(len(inputs))
         ]
         return {name: torch.stack(grads) for name, grads in zip(names, zip(*per_sample))}
 
@@ -172,6 +184,13 @@ def _summed_sample_losses(loss_fn):
     return lambda outputs, targets: per_sample(outputs, targets).sum()
 
 
+def _grad_samples(named, batch_size):
+    """The ``.grad_sample`` hooks left on each parameter; zeros where none did (a parameter the loss does not use,
+    or one no hook saw: then the guard finds its batch gradient is not zero)."""
+    grads = {n: getattr(p, "grad_sample", None) for n, p in named}
+    return {n: p.new_zeros((batch_size, *p.shape)) if grads[n] is None else grads[n] for n, p in named}
+
+
 @contextlib.contextmanager
 def _grad_sample_attributes(named):
     """Set aside the ``.grad_sample`` the parameters may already have, drop the new ones, restore the old."""
@@ -206,7 +225,7 @@ def expanded_weights(model, loss_fn):
     for name, layer in _trainable_layers(model):
         if not isinstance(layer, EXPANDED_WEIGHTS_LAYERS):
             raise MethodUnavailable(
-                f"expanded_weights does not support {type(layer).__name__} ({name}); it handles "
+                f"expanded_weights does not support {type(layer).__name__} ({name or 'the model itself'}); it handles "
                 + ", ".join(cls.__name__.lstrip("_") for cls in EXPANDED_WEIGHTS_LAYERS)
             )
     named = _trainable_parameters(model)
@@ -216,7 +235,7 @@ def expanded_weights(model, loss_fn):
         with _grad_sample_attributes(named):
             # The per-sample rules return no gradient for the weights themselves: .grad stays as it was.
             batch_loss(call_for_per_sample_grads(model, loss_reduction="sum")(inputs), targets).backward()
-            return {n: p.grad_sample for n, p in named}
+            return _grad_samples(named, len(inputs))
 
     return compute
 
@@ -231,6 +250,7 @@ def opacus(model, loss_fn):
     """
     try:
         from opacus import GradSampleModule
+        from opacus.validators import ModuleValidator
     except ImportError:
         raise MethodUnavailable("opacus is not installed; pip install 'persample-core[opacus]'") from None
     errors = GradSampleModule.validate(model, strict=False)
@@ -239,6 +259,14 @@ def opacus(model, loss_fn):
     for name, layer in _trainable_layers(model):
         if not layer.training:
             raise MethodUnavailable(f"opacus records activations in training mode only, and {name} is in eval mode")
+        # Opacus's own list of the layers it needs replaced (LSTM, GRU, MultiheadAttention); the first
+        # sentence of its message says why.
+        errors = ModuleValidator.VALIDATORS.get(type(layer), lambda _: [])(layer)
+        if errors:
+            raise MethodUnavailable(
+                f"opacus does not support {type(layer).__name__} ({name}) as it is: {str(errors[0]).split('. ')[0]}; "
+                "opacus.validators.ModuleValidator.fix(model) replaces it"
+            )
     named = _trainable_parameters(model)
     params = [p for _, p in named]
     batch_loss = _summed_sample_losses(loss_fn)
@@ -249,8 +277,8 @@ def opacus(model, loss_fn):
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             hooked = GradSampleModule(model, batch_first=True, loss_reduction="sum")
             try:
-                torch.autograd.grad(batch_loss(hooked(inputs), targets), params)
-                return {n: p.grad_sample for n, p in named}
+                _gradients(batch_loss(hooked(inputs), targets), params)
+                return _grad_samples(named, len(inputs))
             finally:
                 hooked.cleanup()
                 for layer in model.modules():  # Opacus leaves its emptied activation lists behind
@@ -271,18 +299,116 @@ METHODS = {
 
 BASELINE = "loop"
 
+# The methods that see a parameter only through the layers they hook, and so
+# can miss a use of it: ``prepare`` guards them (``guard``, docs/guard.md).
+HOOK_METHODS = ("expanded_weights", "opacus")
 
-def prepare(model, loss_fn, *, method: str = "vmap"):
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or any(
+        words in str(err) for words in ("out of memory", "can't allocate memory")
+    )
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and the errors it was raised from or while handling, the root cause first (torch.compile
+    raises its own error ``from None`` while handling the one that failed)."""
+    chain = [err]
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    return chain[::-1]
+
+
+def _failure(err: BaseException, model) -> str:
+    """One line: where in ``model`` ``err`` was raised, and its root cause's first line.
+
+    The place is the innermost frame that holds one of the model's modules (the
+    module's forward, or a method's rule for that layer); the root cause is the
+    error that a compiler or a hook wrapped in pages of context.
+    """
+    modules = {id(m): (name, m) for name, m in model.named_modules()}
+    frames = [frame for e in _causes(err) for frame, _ in reversed(list(traceback.walk_tb(e.__traceback__)))]
+    where = "on this model"
+    for value in (value for frame in frames for value in frame.f_locals.values()):
+        if id(value) in modules and modules[id(value)][1] is value:
+            name = modules[id(value)][0]
+            where = f"in {name} ({type(value).__name__})" if name else f"in {type(value).__name__}.forward"
+            break
+    root = _causes(err)[0]
+    return f"{where}: {type(root).__name__}: {(str(root).strip().splitlines() or [''])[0]}"
+
+
+def _declining_failures(method, compute, model, loss_fn):
+    """``compute``, where an error the loop does not share is the method's: raised as ``MethodUnavailable``.
+
+    An error the loop shares on the first sample is the model's or the data's,
+    and is raised as it is; so is running out of memory, which is the batch's.
+    """
+
+    def loop_computes(inputs, targets):
+        try:
+            loop(model, loss_fn)(inputs[:1], targets[:1])
+        except Exception:
+            return False
+        return True
+
+    def run(inputs, targets):
+        try:
+            return compute(inputs, targets)
+        except MethodUnavailable:
+            raise
+        except Exception as err:
+            if method == BASELINE or _is_out_of_memory(err) or not loop_computes(inputs, targets):
+                raise
+            raise MethodUnavailable(f"{method} fails where the loop does not, {_failure(err, model)}") from err
+
+    run.__wrapped__ = compute  # for compile_seconds
+    return run
+
+
+def _guarded(method, compute, model, batch_loss):
+    """``compute``, checked by the guard at its first call at each batch shape (``persample_core.guard``)."""
+    names, params = zip(*_trainable_parameters(model))
+    guarded_shapes = set()
+
+    def run(inputs, targets):
+        shapes = (inputs.shape, targets.shape)
+        if shapes in guarded_shapes:
+            return compute(inputs, targets)
+        state = rng_state(inputs.device)
+        grads = compute(inputs, targets)
+        with replayed(state, inputs.device):
+            batch = dict(zip(names, _gradients(batch_loss(model(inputs), targets), params)))
+        problem = mismatch(grads, batch, len(inputs))
+        if problem:
+            raise MethodUnavailable(f"{method} fails the guard: {problem}")
+        guarded_shapes.add(shapes)
+        return grads
+
+    run.__wrapped__ = compute  # for compile_seconds
+    return run
+
+
+def prepare(model, loss_fn, *, method: str = "vmap", guard: bool = True):
     """Check the model once and return ``compute(inputs, targets) -> {name: Tensor[B, ...]}``.
 
     Each call checks its batch (sizes, devices) before computing; an empty batch
     gives correctly shaped empty gradients. The model's parameters, buffers and
     ``.grad`` fields are left as they were.
+
+    With ``guard``, a hook method's first call at each batch shape also runs one
+    plain batched backward and declines (``MethodUnavailable``, naming the
+    parameter) unless the per-sample gradients add up to its gradient: see
+    ``persample_core.guard``. Later calls at that shape run unguarded, so a
+    warm-up call guards the calls a benchmark times. Other methods compute
+    per-sample gradients by their definition and are not guarded.
     """
     check_choice("method", method, METHODS)
     check_model(model)
     loss_fn = checked_loss(loss_fn)
-    compute = METHODS[method](model, loss_fn)
+    compute = _declining_failures(method, METHODS[method](model, loss_fn), model, loss_fn)
+    if guard and method in HOOK_METHODS:
+        compute = _guarded(method, compute, model, _summed_sample_losses(loss_fn))
 
     def checked_compute(inputs, targets):
         if check_batch(model, inputs, targets) == 0:
@@ -293,11 +419,13 @@ def prepare(model, loss_fn, *, method: str = "vmap"):
     return checked_compute
 
 
-def per_sample_grads(model, loss_fn, inputs, targets, *, method: str = "vmap") -> dict[str, torch.Tensor]:
+def per_sample_grads(
+    model, loss_fn, inputs, targets, *, method: str = "vmap", guard: bool = True
+) -> dict[str, torch.Tensor]:
     """Gradient of ``loss_fn(model(x_i[None]), y_i[None])`` for every sample ``i``.
 
     Returns one entry per trainable parameter, keyed as in
     ``model.named_parameters()`` (frozen parameters left out), each of shape
-    ``[B, *param.shape]``.
+    ``[B, *param.shape]``. ``guard``: see ``prepare``.
     """
-    return prepare(model, loss_fn, method=method)(inputs, targets)
+    return prepare(model, loss_fn, method=method, guard=guard)(inputs, targets)

@@ -13,32 +13,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from persample_core.methods import per_sample_grads
-
-# Relative error allowed for a computation in each precision. TF32 keeps a
-# 10-bit mantissa (~1e-3 per product); float32 accumulates ~1e-7 per op.
-TOLERANCES = {
-    "float64": 1e-10,
-    "float32": 1e-4,
-    "tf32": 5e-3,
-    "bfloat16": 5e-2,
-    "float16": 1e-2,
-}
-
-
-def precision(dtype: torch.dtype, device) -> str:
-    """The precision a float tensor of ``dtype`` is really multiplied in on ``device``."""
-    name = str(dtype).removeprefix("torch.")
-    if (
-        dtype == torch.float32
-        and torch.device(device).type == "cuda"
-        and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
-    ):
-        return "tf32"
-    return name
+from persample_core.precision import TOLERANCES, precision
 
 
 @dataclass(frozen=True)
@@ -122,17 +102,41 @@ def unstable_samples(model, loss_fn, inputs, targets, reference, tolerance: floa
     return tuple(flagged.nonzero().flatten().tolist())
 
 
+class Expected(NamedTuple):
+    """What a method's gradients are judged against (``expect``)."""
+
+    grads: dict  # parameter name -> the float64 reference, B x shape
+    unstable: tuple  # samples at a kink at the method's precision
+
+
+def expect(model, loss_fn, inputs, targets, prec: str) -> Expected:
+    """The float64 reference of ``model`` on this batch, and its samples at a kink at precision ``prec``."""
+    want = reference_grads(model, loss_fn, inputs, targets)
+    return Expected(want, unstable_samples(model, loss_fn, inputs, targets, want, TOLERANCES[prec]))
+
+
+def gradient_precision(got: dict) -> str:
+    """The precision that gradients ``got`` (``{name: tensor}``) were computed in."""
+    some = next(iter(got.values()))
+    return precision(some.dtype, some.device)
+
+
 def compare_with_reference(
     model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None
 ) -> Comparison:
-    """Run ``method`` and measure its error against the float64 reference.
+    """Run ``method`` and measure its error against the float64 reference (see ``compare``)."""
+    got = per_sample_grads(model, loss_fn, inputs, targets, method=method)
+    return compare(method, got, expect(model, loss_fn, inputs, targets, gradient_precision(got)), tolerance=tolerance)
+
+
+def compare(method: str, got: dict, expected: Expected, *, tolerance: float | None = None) -> Comparison:
+    """Measure ``got``, the gradients ``method`` gave, against ``expected`` (see ``expect``).
 
     A parameter's error is its largest absolute difference from the reference,
     divided by the reference's largest absolute value for that parameter,
     taken over all samples but those at a kink (see ``unstable_samples``).
     """
-    got = per_sample_grads(model, loss_fn, inputs, targets, method=method)
-    want = reference_grads(model, loss_fn, inputs, targets)
+    want, unstable = expected
     if got.keys() != want.keys():
         raise ReferenceMismatch(f"method {method!r} returned parameters {sorted(got)}, expected {sorted(want)}")
     for name, ref in want.items():
@@ -140,10 +144,9 @@ def compare_with_reference(
             raise ReferenceMismatch(
                 f"method {method!r}: {name!r} has shape {tuple(got[name].shape)}, expected {tuple(ref.shape)}"
             )
-    prec = precision(next(iter(got.values())).dtype, inputs.device)
+    prec = gradient_precision(got)
     tolerance = TOLERANCES[prec] if tolerance is None else tolerance
-    unstable = unstable_samples(model, loss_fn, inputs, targets, want, TOLERANCES[prec])
-    stable = torch.ones(inputs.shape[0], dtype=torch.bool)
+    stable = torch.ones(len(next(iter(want.values()))), dtype=torch.bool)
     stable[list(unstable)] = False
     errors = {}
     for name, ref in want.items():

@@ -126,6 +126,13 @@ WORKLOADS = {
 DEFAULT_WORKLOAD = "simple_cnn"
 
 
+def seeded(make_model, make_data, *, batch_size: int, seed: int) -> tuple:
+    """``(make_model(), *make_data(batch_size))`` drawn under ``seed`` on the CPU; the global RNG is left alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_model(), *make_data(batch_size)
+
+
 def make_workload(name: str, *, batch_size: int, device="cpu", dtype=torch.float32, seed: int = 0) -> Workload:
     """Build workload ``name`` with a batch of ``batch_size`` random samples.
 
@@ -139,11 +146,7 @@ def make_workload(name: str, *, batch_size: int, device="cpu", dtype=torch.float
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
     device = check_device(device)
-    model_cls, make_data = WORKLOADS[name]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls()
-        inputs, targets = make_data(batch_size)
+    model, inputs, targets = seeded(*WORKLOADS[name], batch_size=batch_size, seed=seed)
     model = model.to(device=device, dtype=dtype)
     if inputs.is_floating_point():
         inputs = inputs.to(dtype)

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 import persample_core.methods as methods
 from persample_bench.prepare import prepare_point
 from persample_core import MethodUnavailable, compile_seconds, make_workload, per_sample_grads, prepare
+from persample_core.methods import HOOK_METHODS
+from persample_core.zoo import make_specimen
 from persample_gate.runs import Point
 
 pytest_plugins = ["pytester"]
-
-HOOK_METHODS = ["expanded_weights", "opacus"]
 
 
 @pytest.fixture
@@ -56,17 +56,18 @@ def test_compiler_failure_makes_the_method_unavailable(linear, monkeypatch):
         per_sample_grads(*linear, method="vmap_compiled")
 
 
-def test_compiled_models_beyond_dynamos_recompile_limit_stay_compiled(linear, monkeypatch):
+def test_compiled_models_beyond_dynamos_recompile_limit_stay_compiled(linear):
     """All compiled vmaps share one dynamo cache; at its limit (8 by default, 1
-    here to keep the test short) dynamo would silently run the next model eagerly."""
+    here to keep the test short) dynamo would silently run the next model eagerly.
+    (dynamo's own patch: monkeypatch would delete the setting on undo, hiding it.)"""
     import torch._dynamo
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     model, loss_fn, inputs, targets = linear
-    for batch_size in (1, 2):
-        compute = prepare(model, loss_fn, method="vmap_compiled")
-        compute(inputs[:batch_size], targets[:batch_size])
-        assert compile_seconds(compute) > 0, batch_size
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for batch_size in (1, 2):
+            compute = prepare(model, loss_fn, method="vmap_compiled")
+            compute(inputs[:batch_size], targets[:batch_size])
+            assert compile_seconds(compute) > 0, batch_size
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 7])
@@ -160,6 +161,48 @@ def test_opacus_names_a_layer_with_buffers():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).eval()
     with pytest.raises(MethodUnavailable, match=r"opacus: .*\(1:BatchNorm1d\(3"):
         per_sample_grads(model, F.cross_entropy, torch.randn(2, 4), torch.zeros(2, dtype=torch.long), method="opacus")
+
+
+def test_a_method_failing_where_the_loop_does_not_declines_naming_the_layer():
+    """vmap cannot batch GRU's in-place update of its hidden state."""
+    with pytest.raises(MethodUnavailable) as excinfo:
+        per_sample_grads(*make_specimen("gru"), method="vmap")
+    assert str(excinfo.value) == (
+        "vmap fails where the loop does not, in rnn (GRU): "
+        "RuntimeError: output with shape [1, 6] doesn't match the broadcast shape [4, 1, 6]"
+    )
+
+
+def test_a_compiler_error_is_reported_by_its_root_cause():
+    """torch.compile raises its own error, pages long, while handling the one that failed."""
+    with pytest.raises(MethodUnavailable) as excinfo:
+        per_sample_grads(*make_specimen("embedding_max_norm"), method="vmap_compiled")
+    assert str(excinfo.value).startswith(
+        "vmap_compiled fails where the loop does not, in 0 (Embedding): RuntimeError: vmap: aten::embedding_renorm_"
+    )
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("method", ["vmap", "expanded_weights"])
+def test_an_error_the_loop_shares_is_the_models_and_raised_as_it_is(method):
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(RuntimeError, match="cannot be multiplied") as excinfo:
+        per_sample_grads(model, F.cross_entropy, torch.randn(3, 5), torch.zeros(3, dtype=torch.long), method=method)
+    assert not isinstance(excinfo.value, MethodUnavailable)
+
+
+def test_running_out_of_memory_is_raised_as_it_is(monkeypatch):
+    """Out of memory is the batch's size, not the method's limit: the suites record it as such."""
+
+    def out_of_memory(model, loss_fn):
+        def compute(inputs, targets):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        return compute
+
+    monkeypatch.setitem(methods.METHODS, "vmap", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        per_sample_grads(*make_workload("mlp", batch_size=2), method="vmap")
 
 
 def test_opacus_refuses_a_model_in_eval_mode():
