@@ -173,7 +173,7 @@ def _noise(verdict: Verdict) -> str:
         return "-"
     if verdict.learnt_from >= MIN_HISTORY:
         return f"from {verdict.learnt_from} runs"
-    return f"rounds alone ({verdict.learnt_from} of {MIN_HISTORY} runs)"
+    return f"no verdict yet ({verdict.learnt_from} of {MIN_HISTORY} runs)"
 
 
 def _history(hardware: str, runs: list[Run], verdicts: list[Verdict]) -> str:
@@ -239,8 +239,8 @@ def page(storage, runs: list[Run], left_out: list[str], out: Path) -> str:
         f"<p>From <code>{escape(str(storage))}</code>, written {datetime.now():%Y-%m-%d %H:%M}. Speedups are over "
         "the loop, measured interleaved with it; the gate's verdicts are those of <code>persample compare</code> "
         "of each run against the one before it on the same hardware, at its default thresholds. Until "
-        f"{MIN_HISTORY} runs are stored before a comparison, the noise between runs is not known and the verdicts "
-        "rest on the rounds alone: a shift between runs can pass for a regression (rerun a flagged point).</p>",
+        f"{MIN_HISTORY} runs are stored before a comparison, the noise between runs is not known and the gate gives "
+        "no verdict, but for a speedup 2x worse (<code>persample ab</code> answers at once).</p>",
     ]
     if left_out:
         items = "".join(f"<li>{escape(line)}</li>" for line in left_out)

@@ -109,7 +109,7 @@ def flagged(
     once) for false alarms, unchanged against slowed for detection.
     ``with_history``: the gate knows the noise between runs from the other
     unchanged runs (the last ``HISTORY_RUNS``), as it would from the runs
-    stored before a candidate; without, from the rounds alone (a new machine).
+    stored before a candidate; without, as on a new machine, where the gate calls only a gross slowdown.
     """
     unchanged = runs[0.0]
     result = {threshold: {} for threshold in thresholds}
@@ -193,7 +193,8 @@ def report(runs: dict, thresholds, *, method: str, sections=(True, False)) -> No
             "\nthe gate knowing the noise between runs (each pair's history: the other unchanged runs, as the runs "
             "stored before a candidate):"
             if with_history
-            else f"\nthe gate on the rounds alone (fewer than {gate.MIN_HISTORY} runs stored):",
+            else f"\nthe gate with too little history (fewer than {gate.MIN_HISTORY} runs stored: only a speedup "
+            f"{1 + gate.GROSS:g}x worse is called):",
             flush=True,
         )
         results = flagged(
