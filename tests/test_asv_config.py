@@ -1,5 +1,6 @@
 """asv.conf.json: every key is one asv knows, and the settings the suite depends on hold."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,28 @@ def test_torch_is_pinned_to_the_ci_build(conf):
 
 def test_builds_exactly_one_wheel(conf):
     # {wheel_file} must name one wheel: `pip wheel` would also drop torch's wheel in the cache.
-    assert conf.build_command == ["python -m build --wheel -o {build_cache_dir} {build_dir}"]
+    assert conf.build_command == ["python -m build --wheel --no-isolation -o {build_cache_dir} {build_dir}"]
+
+
+def test_installs_each_commit_without_reinstalling_torch(conf):
+    (command,) = conf.install_command
+    assert "--no-deps" in command.split() and command.endswith("{wheel_file}")
+
+
+@pytest.fixture(scope="module")
+def benchmark_names():
+    from asv_runner.discovery import disc_benchmarks
+
+    return {b.name for b in disc_benchmarks(str(CONF.parent / "benchmarks"))}
+
+
+def test_every_kind_of_benchmark_has_a_regression_threshold(conf, benchmark_names):
+    # asv matches each key against "<benchmark>(<params>)"; a key that matches nothing is a typo.
+    for key, threshold in conf.regressions_thresholds.items():
+        assert 0 < threshold < 1, key
+        assert any(re.match(key, name) for name in benchmark_names), f"{key!r} matches no benchmark"
+    for name in benchmark_names:
+        assert any(re.match(key, name) for key in conf.regressions_thresholds), f"{name} has asv's default, 5%"
 
 
 def test_everything_asv_writes_is_under_dot_asv_and_git_ignored(conf):
