@@ -1,5 +1,6 @@
 """asv.conf.json: every key is one asv knows, and the settings the suite depends on hold."""
 
+import itertools
 import re
 from pathlib import Path
 
@@ -40,19 +41,23 @@ def test_installs_each_commit_without_reinstalling_torch(conf):
 
 
 @pytest.fixture(scope="module")
-def benchmark_names():
+def entries():
+    """Every benchmark at every point, named as asv publish matches its thresholds: "<name>(<params>)"."""
     from asv_runner.discovery import disc_benchmarks
 
-    return {b.name for b in disc_benchmarks(str(CONF.parent / "benchmarks"))}
+    return [
+        f"{b.name}({', '.join(point)})"
+        for b in disc_benchmarks(str(CONF.parent / "benchmarks"))
+        for point in itertools.product(*b.params)
+    ]
 
 
-def test_every_kind_of_benchmark_has_a_regression_threshold(conf, benchmark_names):
-    # asv matches each key against "<benchmark>(<params>)"; a key that matches nothing is a typo.
+def test_every_benchmark_has_a_regression_threshold_and_every_threshold_a_benchmark(conf, entries):
     for key, threshold in conf.regressions_thresholds.items():
-        assert 0 < threshold < 1, key
-        assert any(re.match(key, name) for name in benchmark_names), f"{key!r} matches no benchmark"
-    for name in benchmark_names:
-        assert any(re.match(key, name) for key in conf.regressions_thresholds), f"{name} has asv's default, 5%"
+        assert 0 < threshold <= 1, key
+        assert any(re.match(key, entry) for entry in entries), f"{key!r} matches no benchmark (a typo?)"
+    for entry in entries:
+        assert any(re.match(key, entry) for key in conf.regressions_thresholds), f"{entry} has asv's default, 5%"
 
 
 def test_everything_asv_writes_is_under_dot_asv_and_git_ignored(conf):
