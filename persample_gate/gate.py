@@ -58,6 +58,7 @@ machine's drift; a single point, or a time that moves with the machine by
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -70,6 +71,8 @@ SHOWN_AS = {"ratio": "speedup", "time": "time"}  # the ratio is shown as the spe
 MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
+# SciPy 1.15 renamed bootstrap's random_state to rng (SPEC 7); older releases know only random_state.
+_BOOTSTRAP_RNG = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 PRIMARY_SHARE = 0.75  # of alpha, spent on the pooled speedup rows when there are any; the rest on the other rows
 
 
@@ -212,7 +215,7 @@ def compare_samples(
             n_resamples=2000,
             method="percentile",
             vectorized=True,
-            rng=np.random.default_rng(seed),
+            **{_BOOTSTRAP_RNG: np.random.default_rng(seed)},
         ).confidence_interval
         low, high = float(interval.low), float(interval.high)
     else:
