@@ -46,14 +46,16 @@ for _name in TODAYS:
     if Path(getattr(sys.modules.get(_name), "__file__", "") or "").parent != REPO / _name:
         from_todays_tree(_name)
 
+from persample_gate.runs import BASELINE, Point  # noqa: E402, F401 (today's tree, loaded above; BASELINE for per_sample_grads)
+
 # The commit's persample_core may predate any name today's harness needs; then
 # every point skips with the reason instead of the whole suite failing to import.
 try:
     from persample_bench.grid import current_sweep, in_sweep
+    from persample_bench.precision import Precision, statistic  # noqa: F401 (for per_sample_grads.py)
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import interleaved, is_out_of_memory  # noqa: F401 (for per_sample_grads.py)
-    from persample_core import BASELINE, MethodUnavailable  # noqa: F401 (for per_sample_grads.py)
-    from persample_gate.runs import Point
+    from persample_bench.timing import CLOCKS, clock_for, is_out_of_memory, measure  # noqa: F401
+    from persample_core import MethodUnavailable
 except ImportError as err:
     MISSING: ImportError | None = err
 else:
@@ -118,12 +120,23 @@ class PointBenchmark:
     params = list(AXES.values())
 
     @staticmethod
-    def on(*devices):
-        """Today's axes with the device axis cut to ``devices``: params for a device-specific class."""
-        return [[d for d in values if d in devices] if name == "device" else values for name, values in AXES.items()]
+    def narrowed(**kept):
+        """Today's axes, those named cut to the values in ``kept[name]``: params for a narrower class."""
+        return [[value for value in values if value in kept.get(name, values)] for name, values in AXES.items()]
 
     def setup(self, workload, method, batch_size, device):
         self.prepared = self.prepare(workload, method, batch_size, device)
+
+    @staticmethod
+    def clock(device):
+        """The clock a call on ``device`` is timed with: CPU time where that measures the call (one torch
+        thread, on the CPU), else elapsed time, by the harness's rule (persample_bench/timing.py).
+
+        On a machine shared with other jobs, elapsed time also counts the spells
+        when the benchmark was not running; docs/studies/2026-12-02-asv-noise.md
+        measures what that does to these benchmarks.
+        """
+        return CLOCKS[clock_for("cpu" if torch.get_num_threads() == 1 else "wall", device)]
 
     @staticmethod
     def prepare(workload, method, batch_size, device):

@@ -4,22 +4,28 @@ asv counts any increase of a value as a regression, so everything here is
 lower-is-better: times, bytes, and the ratio method/baseline (never a speedup).
 """
 
-import math
-import statistics
-
 import torch
 
 from . import common
-from .common import PointBenchmark, SkipNotImplemented, require
+from .common import BASELINE, PointBenchmark, require
 
 
 class Time(PointBenchmark):
-    """Seconds per call. ``setup`` has warmed the point up; calls take milliseconds to seconds."""
+    """Seconds per call. ``setup`` has warmed the point up; calls take milliseconds to seconds.
+
+    Two processes a point (asv's rounds): asv runs every commit's first round,
+    then every commit's second, so a drift of the machine between processes
+    falls on every commit of a run rather than on the one timed during it.
+    """
 
     number = 1
-    repeat = (2, 50, 3.0)  # at least 2 samples, at most 50, stop after 3 s
-    rounds = 1
+    rounds = 2
+    repeat = (2, 25, 1.5)  # a round: at least 2 samples, at most 25, stop after 1.5 s
     warmup_time = 0
+
+    def setup(self, workload, method, batch_size, device):
+        super().setup(workload, method, batch_size, device)
+        self.timer = self.clock(device)  # asv reads the clock after setup
 
     def time_per_sample_grads(self, *point):
         self.prepared.run()
@@ -28,7 +34,7 @@ class Time(PointBenchmark):
 class PeakMemory(PointBenchmark):
     """The process's peak resident memory (setup included), on the CPU."""
 
-    params = PointBenchmark.on("cpu")
+    params = PointBenchmark.narrowed(device=["cpu"])
 
     def peakmem_per_sample_grads(self, *point):
         self.prepared.run()
@@ -38,7 +44,7 @@ class CudaPeakMemory(PointBenchmark):
     """Peak bytes allocated on the GPU by one call, beyond what was allocated before it
     (the model and the batch): as the pytest-benchmark suite's peak_memory_bytes."""
 
-    params = PointBenchmark.on("cuda")
+    params = PointBenchmark.narrowed(device=["cuda"])
     unit = "bytes"
 
     def track_cuda_peak_memory(self, *point):
@@ -53,24 +59,28 @@ class RatioToBaseline(PointBenchmark):
 
     Drift of the machine hits both alike within a round, so this ratio is far
     steadier than either time; it is what ``asv continuous`` gates on.
+
+    Each round's ratio goes to asv as a sample, in the form asv's own timing
+    benchmarks hand over theirs (``{"samples", "number"}``, which asv 0.6
+    reads from any benchmark): asv then stores their median with its
+    confidence interval, ``asv compare``/``continuous`` count a change only
+    where Mann-Whitney on the samples finds it (not by ``--factor`` alone), and
+    the dashboard draws the interval. asv runs a ``track_`` benchmark in one
+    process, without rounds: the interleaving is what stands against drift.
     """
 
+    # Without the baseline, which has no ratio to itself: the dashboard opens a
+    # graph on the first values of each axis, and an empty one would greet the reader.
+    params = PointBenchmark.narrowed(method=[m for m in common.AXES["method"] if m != BASELINE])
     unit = "ratio"
-    seconds = 2.0  # rounds enough to spend about this long; at least min_rounds
-    min_rounds = 3
+    precision, seconds = 0.02, 2.0  # interleaved rounds until the median ratio is known within 2%, or for 2 s
 
     def setup(self, workload, method, batch_size, device):
-        require()  # common.BASELINE and common.interleaved exist only where this passes
-        if method == common.BASELINE:
-            raise SkipNotImplemented(f"{method} is the baseline the other methods are divided by")
+        require()  # common.measure exists only where this passes
         super().setup(workload, method, batch_size, device)
-        self.baseline = self.prepare(workload, common.BASELINE, batch_size, device)
+        self.baseline = self.prepare(workload, BASELINE, batch_size, device)
 
-    def track_time_over_baseline(self, *point):
+    def track_time_over_baseline(self, workload, method, batch_size, device):
         calls = {"method": self.prepared.run, "baseline": self.baseline.run}
-        one_round = sum(
-            seconds for samples in common.interleaved(calls, rounds=1, warmup=0).values() for seconds in samples
-        )
-        rounds = max(self.min_rounds, math.ceil(self.seconds / one_round))
-        samples = common.interleaved(calls, rounds=rounds, warmup=0)
-        return statistics.median(samples["method"]) / statistics.median(samples["baseline"])
+        rounds, _ = common.measure(calls, common.Precision(self.precision, max_time=self.seconds), self.clock(device))
+        return {"samples": common.statistic(rounds), "number": 1}

@@ -148,6 +148,8 @@ def vmap_compiled(model, loss_fn):
     import torch._dynamo  # imported here: it takes a second, and only this method needs it
 
     for limit in ("recompile_limit", "accumulated_recompile_limit"):
+        if not hasattr(torch._dynamo.config, limit):  # older torch named them cache_size_limit
+            raise MethodUnavailable(f"torch {torch.__version__} has no torch._dynamo.config.{limit}; upgrade torch")
         setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT))
     compiled = _on_current_state(model, torch.compile(_vmapped_sample_grad(model, loss_fn), dynamic=False))
     counters = torch._dynamo.utils.counters  # looked up per call: torch._dynamo.reset() clears it

@@ -59,6 +59,7 @@ enough to show at any alpha. Why each choice, and what was measured: docs/gate.m
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -76,6 +77,8 @@ MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
 GROSS = 1.0
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
+# SciPy 1.15 renamed bootstrap's random_state to rng (SPEC 7); older releases know only random_state.
+_BOOTSTRAP_RNG = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 PRIMARY_SHARE = 0.75  # of alpha, spent on the pooled speedup rows when there are any; the rest on the other rows
 
 
@@ -219,7 +222,7 @@ def compare_samples(
             n_resamples=2000,
             method="percentile",
             vectorized=True,
-            rng=np.random.default_rng(seed),
+            **{_BOOTSTRAP_RNG: np.random.default_rng(seed)},
         ).confidence_interval
         low, high = float(interval.low), float(interval.high)
     else:

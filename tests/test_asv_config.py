@@ -1,5 +1,7 @@
 """asv.conf.json: every key is one asv knows, and the settings the suite depends on hold."""
 
+import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,32 @@ def test_torch_is_pinned_to_the_ci_build(conf):
 
 def test_builds_exactly_one_wheel(conf):
     # {wheel_file} must name one wheel: `pip wheel` would also drop torch's wheel in the cache.
-    assert conf.build_command == ["python -m build --wheel -o {build_cache_dir} {build_dir}"]
+    assert conf.build_command == ["python -m build --wheel --no-isolation -o {build_cache_dir} {build_dir}"]
+
+
+def test_installs_each_commit_without_reinstalling_torch(conf):
+    (command,) = conf.install_command
+    assert "--no-deps" in command.split() and command.endswith("{wheel_file}")
+
+
+@pytest.fixture(scope="module")
+def entries():
+    """Every benchmark at every point, named as asv publish matches its thresholds: "<name>(<params>)"."""
+    from asv_runner.discovery import disc_benchmarks
+
+    return [
+        f"{b.name}({', '.join(point)})"
+        for b in disc_benchmarks(str(CONF.parent / "benchmarks"))
+        for point in itertools.product(*b.params)
+    ]
+
+
+def test_every_benchmark_has_a_regression_threshold_and_every_threshold_a_benchmark(conf, entries):
+    for key, threshold in conf.regressions_thresholds.items():
+        assert 0 < threshold <= 1, key
+        assert any(re.match(key, entry) for entry in entries), f"{key!r} matches no benchmark (a typo?)"
+    for entry in entries:
+        assert any(re.match(key, entry) for key in conf.regressions_thresholds), f"{entry} has asv's default, 5%"
 
 
 def test_everything_asv_writes_is_under_dot_asv_and_git_ignored(conf):

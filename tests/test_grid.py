@@ -20,7 +20,9 @@ def test_the_default_sweep_is_the_missions_pair_with_the_floor():
     assert {p.method for p in mission} == {"loop", "vmap", "floor"}
     assert sorted({p.batch_size for p in mission if p.workload == "simple_cnn"}) == [1, 8, 32, 64, 128]
     assert {(p.workload, p.batch_size) for p in mission if p.workload != "simple_cnn"} == {
+        ("mlp", 1),
         ("mlp", 64),
+        ("tiny_transformer", 1),
         ("tiny_transformer", 64),
     }
     assert not in_sweep(Point("simple_cnn", "opacus", 8, "cpu"), "mission") and in_sweep(
