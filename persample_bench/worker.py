@@ -77,13 +77,12 @@ def run(request: dict) -> dict:
 def main() -> int:
     try:
         answer = run(json.load(sys.stdin))
-    except ModuleNotFoundError as err:
-        if err.name != "torch":
-            raise
-        print(f"persample worker: {sys.executable} has no torch; install it there (pip install torch)", file=sys.stderr)
-        return UNUSABLE
-    except ImportError as err:  # today's harness asks the library under test for a name it does not have
-        print(f"persample worker: this persample_core lacks what today's harness needs ({err})", file=sys.stderr)
+    except ImportError as err:
+        if getattr(err, "name", None) == "torch":
+            said = f"{sys.executable} has no torch; install it there (pip install torch)"
+        else:  # today's harness asks the library under test for a module or name it does not have
+            said = f"this persample_core lacks what today's harness needs ({err})"
+        print(f"persample worker: {said}", file=sys.stderr)
         return UNUSABLE
     except ValueError as err:  # the request names something that does not exist, or cannot be measured here
         print(f"persample worker: {err}", file=sys.stderr)
