@@ -43,21 +43,21 @@ class Sweep:
     plain: Precision
 
 
-# Precision: the 95% interval of a point's median within +-target, or the time cap. The gated points' speedup
-# varies between processes by about 2-3% on a shared 2-core machine (docs/studies/), so knowing one run's to
-# +-2% costs the gate little power; times move more between runs than that, so their rounds are kept short.
+# Precision: the 95% interval of a point's median within +-target, or the time cap. One round of a point varies
+# by 5-15% on a shared 2-core CPU, so the big batches reach these only in the full sweep's time; the speedup points
+# get the most time, since the gate tests their speedup (docs/studies/2026-12-02-adaptive-rounds.md).
 SWEEPS = {
     "mission": Sweep(
         {DEFAULT_WORKLOAD: (1, 8, 32, 64, 128), "mlp": (1, 64), "tiny_transformer": (1, 64)},
         (BASELINE, "vmap"),
-        gated=Precision(0.02, max_time=6.0),
-        plain=Precision(0.03, max_time=2.0),
+        gated=Precision(0.03, max_time=6.0),
+        plain=Precision(0.05, max_time=2.0),
     ),
     "quick": Sweep(
         {DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256), "mlp": (1, 64, 256), "tiny_transformer": (1, 64, 256)},
         None,
-        gated=Precision(0.02, max_time=6.0),
-        plain=Precision(0.03, max_time=2.0),
+        gated=Precision(0.03, max_time=6.0),
+        plain=Precision(0.05, max_time=2.0),
     ),
     "full": Sweep(
         {
@@ -66,8 +66,8 @@ SWEEPS = {
             "tiny_transformer": (1, 8, 64, 256, 1024),
         },
         None,
-        gated=Precision(0.01, max_time=20.0),
-        plain=Precision(0.02, max_time=5.0),
+        gated=Precision(0.02, max_time=20.0),
+        plain=Precision(0.03, max_time=5.0),
     ),
 }
 

@@ -70,7 +70,7 @@ def pytest_addoption(parser):
         type=_positive,
         default=None,
         help="time each point until the 95%% interval of its median is within +-this fraction (default: the "
-        "sweep's, 0.02 for the speedup points, 0.03 for the others)",
+        "sweep's: 0.03 for the speedup points, 0.05 for the others in the mission sweep)",
     )
     group.addoption(
         "--max-time",
@@ -152,7 +152,8 @@ class Settings:
         if terminal is None:
             return
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            terminal.ensure_newline()
+            if terminal._tw.width_of_current_line:  # after -q's progress marks, which ensure_newline leaves alone
+                terminal.write("\n")
             terminal.write_line(f"persample: {line}")
 
     def record(self, point, benchmark) -> None:
@@ -302,7 +303,7 @@ def _measured(point, bench) -> str:
         ratio = statistics.median(m / b for m, b in zip(stats.data, info["baseline_rounds"]))
         text += f", {1 / ratio:.2f}x the loop"
     target, cap = info["precision_target"], info["max_time"]
-    missed = "" if info["resolved"] else f"; short of +-{target:.0%} at the {cap:g} s cap"
+    missed = "" if info["resolved"] else f"; short of +-{target:.0%} (cap {cap:g} s)"
     return f"{text} +-{info['precision']:.1%} ({info['rounds']} rounds{missed})"
 
 
@@ -415,8 +416,8 @@ def pytest_terminal_summary(terminalreporter, config):
     short = [point.id for point, bench in sorted(records.items()) if not bench.extra_info["resolved"]]
     if short:
         terminalreporter.write_line(
-            f"\nshort of the precision at the time cap ({len(short)}): {', '.join(short)}; rerun them with a larger "
-            "--max-time, or read their medians as rougher"
+            f"\nshort of the precision ({len(short)}): {', '.join(short)}; their medians are rougher (a larger "
+            "--max-time gives them more rounds)"
         )
     compiled = {p: b.extra_info["compile_seconds"] for p, b in records.items() if b.extra_info.get("compile_seconds")}
     if compiled:

@@ -7,13 +7,16 @@ the gate tests), else of its time. Its precision is the half-width of the
 the interval between two order statistics (``median_interval``).
 
 Rounds are planned in two stages, as Stein's two-stage procedure and
-``torch.utils.benchmark.Timer.adaptive_autorange`` do: a short pilot (which
-is also the warm-up, and is not kept) tells how much one round varies and how
-long it takes; then as many rounds are timed as reach the target at that
-variation, at least ``min_rounds``, and no more than fit in ``max_time``. A
-quiet point (one round varying by 5%) finishes in a few dozen rounds, a noisy
-one gets the time cap. The precision reached is computed afterwards from the
-rounds kept, recorded with the point, and flagged where it missed the target.
+``torch.utils.benchmark.Timer.adaptive_autorange`` do: a pilot (which is also
+the warm-up, and is not kept) tells how much one round varies and how long it
+takes; then as many rounds are timed as reach the target at that variation,
+at least ``min_rounds``, and no more than fit in ``max_time``. A quiet point
+(one round varying by 5%) finishes in a few dozen rounds, a noisy one gets the
+time cap. The pilot takes a quarter of the cap, between ``pilot_rounds`` and
+``MOST_PILOT_ROUNDS`` rounds: the spread of five rounds was too often a third
+of the rounds' own, and the points planned on it fell far short. The precision
+reached is computed afterwards from the rounds kept, recorded with the point,
+and flagged where it missed the target.
 pytest-benchmark times a point in one call (``benchmark.pedantic``), which
 is why the plan is made before it, not while it runs.
 """
@@ -28,9 +31,10 @@ CONFIDENCE = 0.95
 # 1.96 x the median's standard error in units of one round's (sqrt(pi/2) for normal rounds): the interval's
 # half-width a round's spread gives at n rounds is this x spread / sqrt(n).
 HALF_WIDTH_PER_SPREAD = 1.96 * math.sqrt(math.pi / 2)
-# The pilot's spread comes from a few rounds and is often too small by chance; planning for a larger one keeps the
-# target met in most points rather than half of them.
-PILOT_MARGIN = 1.5
+# The pilot's spread comes from a few rounds of a heavy-tailed distribution and is often too small by chance;
+# planning for twice it keeps the target met in most points that have the time, rather than half of them.
+PILOT_MARGIN = 2.0
+PILOT_SHARE, MOST_PILOT_ROUNDS = 0.25, 20  # of the time cap; the pilot's rounds at most
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class Precision:
     # Ten rounds at least: the 95% interval of a median of n rounds is the range of the rounds up to n = 5, and
     # leaves the two most extreme out from n = 10 on (``median_interval``), so one stretched round cannot set it.
     min_rounds: int = 10
-    # Five: the spread of fewer rounds is too often far too small (the median deviation of three is one of them).
+    # The least rounds of the pilot: the spread of fewer is too often far too small (the median deviation of three
+    # is one of them).
     pilot_rounds: int = 5
 
     def __post_init__(self):
@@ -84,6 +89,12 @@ def spread(samples) -> float:
     centre = statistics.median(logs)
     mad = 1.4826 * statistics.median(abs(value - centre) for value in logs)
     return mad if mad > 0 else statistics.pstdev(logs)
+
+
+def pilot_size(seconds_per_round: float, precision: Precision) -> int:
+    """Rounds of the pilot: ``PILOT_SHARE`` of the time cap, between ``pilot_rounds`` and ``MOST_PILOT_ROUNDS``."""
+    fits = math.floor(PILOT_SHARE * precision.max_time / max(seconds_per_round, 1e-9))
+    return max(precision.pilot_rounds, min(MOST_PILOT_ROUNDS, fits))
 
 
 def planned_rounds(pilot, seconds_per_round: float, precision: Precision, seconds_left: float) -> int:

@@ -9,10 +9,9 @@ autotuning, allocator growth, compilation) stay out of the numbers.
 Two clocks (``CLOCKS``): ``wall``, the elapsed time, and ``cpu``, the
 process's CPU time. On a machine shared with other jobs, or a virtual machine
 whose host takes its cores away (steal time), elapsed time also counts the
-spells when the process was not running; CPU time counts only the work done.
-Measured side by side here (2 shared cores, one torch thread, another job
-running), vmap on mlp at B=64 varied by 34% from call to call in elapsed time
-and by 5% in CPU time. CPU time measures a call only where the call runs on
+spells when the process was not running; CPU time counts only the work done,
+and varies far less from call to call there
+(docs/studies/2026-11-28-noise-sources.md). CPU time measures a call only where the call runs on
 one thread (with more, it also counts OpenMP workers spinning while they wait)
 and does all its work in this process, so CUDA points always use the wall
 clock (``clock_for``).
@@ -24,7 +23,7 @@ import time
 
 import torch
 
-from persample_bench.precision import Precision, planned_rounds, relative_half_width, statistic
+from persample_bench.precision import Precision, pilot_size, planned_rounds, relative_half_width, statistic
 
 
 def synchronize(device) -> None:
@@ -66,8 +65,9 @@ def floor(model, loss_fn):
     One batched forward and backward of the same model (what a training step
     costs), then writing the B x P per-sample gradient floats that any method
     must produce. They are written into a buffer kept from the warm-up: the
-    first touch of fresh pages costs more than the writing (~170 ms for 410 MB
-    here), and that cost depends on the allocator, not on the method. A
+    first touch of fresh pages costs more than the writing
+    (docs/studies/2026-11-28-noise-sources.md), and that cost depends on the
+    allocator, not on the method. A
     method's time divided by this is its multiple of the floor. Same factory
     signature as a method, so it is prepared and timed the same way.
     """
@@ -105,12 +105,15 @@ def check_timer(timer: str, threads: int) -> None:
 
 def plan(fns: dict, precision: Precision, clock=time.perf_counter) -> tuple[int, dict]:
     """The pilot of a point (also its warm-up): the rounds to time after it, and what it found
-    (``persample_bench.precision``). ``fns``: ``{"method": ...}``, and ``"baseline"`` where interleaved."""
+    (``persample_bench.precision``). ``fns``: ``{"method": ...}``, and ``"baseline"`` where interleaved.
+    One round first, whose cost sizes the pilot."""
     started = time.perf_counter()
-    pilot = interleaved(fns, rounds=precision.pilot_rounds, warmup=0, clock=clock)
+    interleaved(fns, rounds=1, warmup=0, clock=clock)
+    size = pilot_size(time.perf_counter() - started, precision)
+    pilot = interleaved(fns, rounds=size, warmup=0, clock=clock)
     spent = time.perf_counter() - started
-    rounds = planned_rounds(statistic(pilot), spent / precision.pilot_rounds, precision, precision.max_time - spent)
-    return rounds, {"pilot_rounds": precision.pilot_rounds, "pilot_seconds": spent}
+    rounds = planned_rounds(statistic(pilot), spent / (size + 1), precision, precision.max_time - spent)
+    return rounds, {"pilot_rounds": size, "pilot_seconds": spent}
 
 
 def measure(fns: dict, precision: Precision, clock=time.perf_counter) -> tuple[dict, dict]:

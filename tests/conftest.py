@@ -43,8 +43,8 @@ def small_chunks(monkeypatch):
 
 
 def check_compiled_once(method, seed, batch_size=16):
-    """vmap_compiled compiles anew for every model and batch size (2-30 s each on a
-    2-core CPU, more with a cold inductor cache), so a grid checks it at seed 0 and
+    """vmap_compiled compiles anew for every model and batch size (seconds each, minutes with a cold inductor
+    cache: docs/studies/2026-11-28-method-costs.md), so a grid checks it at seed 0 and
     batch size 16 only (or at seed 0 where the batch size is fixed)."""
     if method == "vmap_compiled" and (seed, batch_size) != (0, 16):
         pytest.skip("vmap_compiled is checked once per workload (seed 0, batch 16): every point compiles anew")

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from persample_bench.precision import Precision, median_interval, planned_rounds, relative_half_width, spread
+from persample_bench.precision import (
+    Precision,
+    median_interval,
+    pilot_size,
+    planned_rounds,
+    relative_half_width,
+    spread,
+)
 from persample_bench.timing import measure
 
 
@@ -44,7 +51,7 @@ def test_one_stretched_round_does_not_set_the_spread():
     "noise, left, expected",
     [
         (0.01, 100.0, 10),  # quiet: the least rounds reach the target
-        (0.05, 100.0, None),  # noisier: more rounds, (2.46 x 1.5 x 5% / 2%)^2 of them
+        (0.05, 100.0, None),  # noisier: more rounds, (2.46 x 2 x 5% / 2%)^2 of them
         (0.20, 0.5, 10),  # noisy and out of time: the cap, but never fewer than the least
         (0.20, 5.0, 50),  # noisy: as many as fit
     ],
@@ -52,7 +59,7 @@ def test_one_stretched_round_does_not_set_the_spread():
 def test_the_plan_reaches_the_target_at_the_pilots_spread_within_the_time_left(noise, left, expected):
     pilot = list(np.exp(np.random.default_rng(2).normal(0, noise, 51)))
     rounds = planned_rounds(pilot, 0.1, Precision(0.02, max_time=60), left)
-    wanted = math.ceil((1.96 * math.sqrt(math.pi / 2) * 1.5 * spread(pilot) / 0.02) ** 2)
+    wanted = math.ceil((1.96 * math.sqrt(math.pi / 2) * 2 * spread(pilot) / 0.02) ** 2)
     assert rounds == (expected or wanted) and 10 <= rounds <= max(10, left / 0.1)
 
 
@@ -72,6 +79,12 @@ def test_a_quiet_point_stops_early_and_says_what_it_reached():
         time.sleep(0.005)
 
     samples, reached = measure({"method": steady}, Precision(0.5, max_time=30))
-    assert reached["rounds"] == len(samples["method"]) == 10 and len(calls) == 15  # five of them the pilot
-    assert reached["precision_target"] == 0.5 and reached["max_time"] == 30 and reached["pilot_rounds"] == 5
+    assert reached["pilot_rounds"] == 20  # a quarter of the cap holds more: the most a pilot takes
+    assert reached["rounds"] == len(samples["method"]) == 10 and len(calls) == 1 + 20 + 10  # a round sizes the pilot
+    assert reached["precision_target"] == 0.5 and reached["max_time"] == 30
     assert reached["resolved"] == (reached["precision"] <= 0.5)
+
+
+@pytest.mark.parametrize("per_round, expected", [(0.001, 20), (0.1, 5), (0.04, 12), (10.0, 5)])
+def test_the_pilot_takes_a_quarter_of_the_cap_in_5_to_20_rounds(per_round, expected):
+    assert pilot_size(per_round, Precision(0.02, max_time=2.0)) == expected
