@@ -28,7 +28,6 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from torch.utils.benchmark import Timer
@@ -37,19 +36,13 @@ from persample_bench.memory import HEAP_POLICIES, apply_heap_policy
 from persample_bench.precision import Precision, statistic
 from persample_bench.timing import measure
 from persample_core import make_workload, prepare
+from persample_core.workloads import SimpleCNN
 
 BATCH = 64
 
 
-class TutorialCNN(nn.Module):
+class TutorialCNN(SimpleCNN):
     """The tutorial's SimpleCNN as written: its ``log_softmax`` is computed and thrown away."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, 10)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
