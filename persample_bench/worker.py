@@ -17,6 +17,7 @@ answer, on stdout::
     {"machine": {...}, "points": {"mlp-vmap-B64-cpu": ["mlp", "vmap", 64, "cpu"]},
      "levels": {"0.05": {"mlp-vmap-B64-cpu": {"method": [...], "baseline": [...], "rounds": 31, ...}}}}
 
+With ``--serve`` it stays alive and times slices on demand (``serve``).
 A request it cannot measure (an unknown sweep, clock, heap or point) is
 refused with exit status 2, code it cannot run (no torch in this Python, a
 ``persample_core`` without what this harness needs: ``persample ab`` runs
@@ -28,20 +29,23 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import replace
 
 from persample_gate.runs import Point
 from persample_gate.workers import REFUSED, UNUSABLE
 
 
-def run(request: dict) -> dict:
+def _prepared(request: dict) -> tuple[dict, dict, object, object]:
+    """The request's points prepared (checked against float64 first) with their baseline, under its thread count,
+    clock and heap: ``({point: (baseline, method)}, machine, clock, precision)``."""
     import torch
 
     from persample_bench.grid import DEFAULT_SWEEP, SWEEPS
     from persample_bench.hardware import machine_info
     from persample_bench.memory import apply_heap_policy
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import CLOCKS, check_timer, measure, slowed
+    from persample_bench.timing import CLOCKS, check_timer
     from persample_core import BASELINE
     from persample_core.validate import check_choice
 
@@ -59,23 +63,66 @@ def run(request: dict) -> dict:
         point: (prepare_point(replace(point, method=BASELINE), heap=heap), prepare_point(point, heap=heap))
         for point in points
     }
-    clock = CLOCKS[timer]
+    machine = {**machine_info(), "timer": timer, "heap": heap_said, "heap_policy": heap, "baseline": BASELINE}
+    return prepared, machine, CLOCKS[timer], precision
+
+
+def _fns(method, baseline, fraction: float, clock) -> dict:
+    from persample_bench.timing import slowed
+
+    return {"method": slowed(method.run, fraction, clock) if fraction else method.run, "baseline": baseline.run}
+
+
+def _ids(prepared: dict) -> dict:
+    return {point.id: [point.workload, point.method, point.batch_size, point.device] for point in prepared}
+
+
+def run(request: dict) -> dict:
+    from persample_bench.timing import measure
+
+    prepared, machine, clock, precision = _prepared(request)
     levels = {}
     for fraction in request.get("slowdowns", [0.0]):
         levels[str(fraction)] = {}
         for point, (baseline, method) in prepared.items():
-            fns = {"method": slowed(method.run, fraction, clock) if fraction else method.run, "baseline": baseline.run}
-            samples, reached = measure(fns, precision, clock)
+            samples, reached = measure(_fns(method, baseline, fraction, clock), precision, clock)
             levels[str(fraction)][point.id] = {**samples, **reached}
-    return {
-        "machine": {**machine_info(), "timer": timer, "heap": heap_said, "heap_policy": heap, "baseline": BASELINE},
-        "points": {point.id: [point.workload, point.method, point.batch_size, point.device] for point in points},
-        "levels": levels,
-    }
+    return {"machine": machine, "points": _ids(prepared), "levels": levels}
+
+
+def serve(lines, write) -> None:
+    """Slices on demand (``--serve``): the first line is the request (one slowdown), answered with the machine and
+    the points once they are prepared; each later line, ``{"point": id, "seconds": s}``, is answered with that
+    point's method and baseline timed in interleaved rounds for ``s`` seconds (one round at least). It ends at the
+    end of its input. ``persample ab`` keeps one such process a side alive and has them take turns, so that both
+    sides are timed within the same second of the machine (``persample_gate.ab``)."""
+    from persample_bench.timing import interleaved
+
+    request = json.loads(next(lines))
+    prepared, machine, clock, _ = _prepared(request)
+    (fraction,) = request.get("slowdowns", [0.0])
+    fns = {point.id: _fns(method, baseline, fraction, clock) for point, (baseline, method) in prepared.items()}
+    write({"machine": machine, "points": _ids(prepared), "level": str(fraction)})
+    for line in lines:
+        ask = json.loads(line)
+        if ask["point"] not in fns:
+            raise ValueError(f"no point {ask['point']!r} in this worker's request; prepared: {', '.join(fns)}")
+        samples, until = {"method": [], "baseline": []}, time.perf_counter() + ask["seconds"]
+        while not samples["method"] or time.perf_counter() < until:
+            for name, values in interleaved(fns[ask["point"]], rounds=1, warmup=0, clock=clock).items():
+                samples[name] += values
+        write(samples)
+
+
+def _write(answer: dict) -> None:
+    print(json.dumps(answer), flush=True)
 
 
 def main() -> int:
     try:
+        if sys.argv[1:] == ["--serve"]:
+            serve(iter(sys.stdin), _write)
+            return 0
         answer = run(json.load(sys.stdin))
     except ImportError as err:
         if getattr(err, "name", None) == "torch":
@@ -87,7 +134,7 @@ def main() -> int:
     except ValueError as err:  # the request names something that does not exist, or cannot be measured here
         print(f"persample worker: {err}", file=sys.stderr)
         return REFUSED
-    print(json.dumps(answer))
+    _write(answer)
     return 0
 
 

@@ -9,15 +9,19 @@ harness (``persample_bench``, from the tree this module comes from) on both
 sides: only the code under test differs, as asv times an old commit's package
 with today's benchmarks.
 
-Workers (``persample_bench.worker``) alternate, A, B, A, B, ..., each timing
-every point's method interleaved with the loop until its speedup is known to
-the precision or the time cap, so slow drift of the machine reaches both
-sides alike. Each worker gives one log median per point and metric (the
-speedup, the method's time, the loop's time); a side is its workers' mean,
-and the change is tested with Student's t on the spread between workers,
-pooled over both sides (2k - 2 degrees of freedom for k workers a side). A
+The sides are measured in pairs of processes (``persample_bench.worker
+--serve``), one A and one B alive together, taking turns: every point is timed
+in slices of a fraction of a second, A then B, then B then A, until each side
+has had its seconds at every point. The machine's speed wanders by several
+per cent over seconds on a shared host; both processes of a pair see the same
+wandering, so the pair's difference (B's log median over its slices less A's,
+per point and metric: the speedup, the method's time, the loop's time) is free
+of it, where two processes run one after the other are not. The pairs are
+independent repetitions, each in fresh processes, so the spread of their
+differences holds everything that changes between processes; the change is
+tested with the paired Student's t on it (pairs - 1 degrees of freedom). A
 method is also judged on all its points together (their geometric mean: each
-worker's mean over the points, tested the same way), and every row's p is
+pair's mean over the points, tested the same way), and every row's p is
 adjusted for all the rows (``gate.judge``), as the history gate does.
 """
 
@@ -31,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from pathlib import Path
@@ -44,16 +48,17 @@ from persample_gate.history import HardwareMismatch
 from persample_gate.machine import hardware_differences
 from persample_gate.runs import BASELINE, HistoryError, Point
 
-# The mission's pair where it is resolved best on a shared CPU: cheap rounds (many of them in a worker's
-# seconds) on three architectures (docs/studies/2026-12-02-ab.md).
+# The mission's pair where it is resolved best on a shared CPU: cheap rounds (many of them in a slice) on three
+# architectures (docs/studies/2026-12-02-ab.md).
 DEFAULT_POINTS = (
     Point("simple_cnn", "vmap", 8, "cpu"),
     Point("simple_cnn", "vmap", 32, "cpu"),
     Point("mlp", "vmap", 64, "cpu"),
     Point("tiny_transformer", "vmap", 64, "cpu"),
 )
-DEFAULT_WORKERS = 5  # a side
-DEFAULT_PRECISION, DEFAULT_MAX_TIME = 0.02, 3.0  # each point, in each worker
+DEFAULT_PAIRS = 8
+DEFAULT_SECONDS = 1.6  # each point, in each process
+SLICE = 0.4  # seconds of a turn: the machine's speed drifts over seconds (docs/studies/2026-12-02-ab.md)
 POINT_ID = re.compile(r"^(?P<workload>[^-]+)-(?P<method>[^-]+)-B(?P<batch>\d+)-(?P<device>[^-]+)$")
 TEST_SLOWDOWN = "PERSAMPLE_TEST_SLOWDOWN"  # tests and studies only: the candidate's method does this much more work
 
@@ -190,14 +195,15 @@ def side_logs(answers: list[dict], level: str) -> dict:
     return logs
 
 
-def two_sample(before, after) -> tuple[float, float, float, float, float]:
-    """(change, low, high, p, spread) of ``after`` over ``before`` (log values, one per worker): Student's t on
-    the pooled spread between workers, one-sided (after slower)."""
-    x, y = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
-    shift, df = y.mean() - x.mean(), len(x) + len(y) - 2
-    spread = float(np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / df))
-    error = spread * np.sqrt(1 / len(x) + 1 / len(y))
-    if error == 0:  # identical workers: nothing to test against
+def paired(before, after) -> tuple[float, float, float, float, float]:
+    """(change, low, high, p, spread) of ``after`` over ``before`` (log values, one per pair of processes, in the
+    same order): the paired Student's t on the pairs' differences, one-sided (after slower); ``spread`` is one
+    pair's difference's standard deviation."""
+    differences = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    shift, df = differences.mean(), len(differences) - 1
+    spread = float(differences.std(ddof=1))
+    error = spread / np.sqrt(len(differences))
+    if error == 0:  # identical pairs: nothing to test against
         return float(np.expm1(shift)), float(np.expm1(shift)), float(np.expm1(shift)), float(shift <= 0), 0.0
     reach = float(stats.t.ppf(0.975, df)) * error
     p_value = float(stats.t.sf(shift / error, df))
@@ -205,9 +211,9 @@ def two_sample(before, after) -> tuple[float, float, float, float, float]:
 
 
 def compare_sides(a: dict, b: dict) -> list[gate.Change]:
-    """Every (point, metric) both sides have, and each method's geometric mean over its points (per device and
-    metric, two points or more), as unjudged rows for ``gate.judge``."""
-    rows = {key: (a[key], b[key]) for key in sorted(a.keys() & b.keys()) if min(len(a[key]), len(b[key])) >= 2}
+    """Every (point, metric) both sides have from two pairs or more, and each method's geometric mean over its
+    points (per device and metric, two points or more), as unjudged rows for ``gate.judge``."""
+    rows = {key: (a[key], b[key]) for key in sorted(a.keys() & b.keys()) if len(a[key]) == len(b[key]) >= 2}
     groups = {}
     for point, metric in rows:
         groups.setdefault((point.method, point.device, metric), []).append((point, metric))
@@ -218,7 +224,7 @@ def compare_sides(a: dict, b: dict) -> list[gate.Change]:
             rows[(pooled, metric)] = tuple(np.mean([rows[key][side] for key in keys], axis=0) for side in (0, 1))
     changes = []
     for (point, metric), (before, after) in rows.items():
-        change, low, high, p_value, spread = two_sample(before, after)
+        change, low, high, p_value, spread = paired(before, after)
         first, second = float(np.exp(np.mean(before))), float(np.exp(np.mean(after)))
         changes.append(gate.Change(point, metric, first, second, change, low, high, p_value, False, spread))
     return changes
@@ -233,31 +239,50 @@ def check_same_hardware(a: dict, b: dict) -> None:
         )
 
 
-def run(sides_: tuple, request: dict, workers_per_side: int, progress=print) -> dict:
-    """``{"A": [answer, ...], "B": [...]}``: the workers' answers, the sides alternating."""
+def run(sides_: tuple, request: dict, pairs: int, seconds: float, progress=print) -> dict:
+    """``{"A": [answer, ...], "B": [...]}``: one answer per process, the i-th of A paired with the i-th of B, each
+    in the form of ``persample_bench.worker``'s (its slices' rounds joined per point)."""
     answers = {"A": [], "B": []}
     slowdown = float(os.environ.get(TEST_SLOWDOWN, "0") or 0)
+    turns = max(1, round(seconds / SLICE))
     started = time.perf_counter()
-    for number in range(1, workers_per_side + 1):
-        for side in sides_:
-            asked = {**request, "slowdowns": [slowdown if side.name == "B" else 0.0]}
-            try:
-                answer = workers.measure(asked, python=side.python, env=side.env(), cwd=side.core)
-            except workers.WorkerFailed as err:
-                if err.unusable:
-                    raise BaselineUnusable(f"side {side.name} ({side.said}): {err}") from None
-                raise
-            answers[side.name].append(answer)
-            if number == 1 and side.name == "B":
-                check_same_hardware(answers["A"][0], answer)
-            level = next(iter(answer["levels"].values()))
-            speedups = ", ".join(
-                f"{point_id.rsplit('-', 1)[0]} {1 / np.exp(_medians(timed)['ratio']):.2f}x"
-                for point_id, timed in level.items()
-            )
-            progress(
-                f"{side.name} {number}/{workers_per_side}: {speedups} ({time.perf_counter() - started:.0f} s so far)"
-            )
+    for number in range(1, pairs + 1):
+        with ExitStack() as alive:
+            live = {
+                side.name: alive.enter_context(
+                    workers.Worker(
+                        {**request, "slowdowns": [slowdown if side.name == "B" else 0.0]},
+                        python=side.python,
+                        env=side.env(),
+                        cwd=side.core,
+                    )
+                )
+                for side in sides_
+            }  # both start torch and prepare their points at once, on a core each
+            ready = {}
+            for side in sides_:
+                try:
+                    ready[side.name] = live[side.name].answer()
+                except workers.WorkerFailed as err:
+                    if err.unusable:
+                        raise BaselineUnusable(f"side {side.name} ({side.said}): {err}") from None
+                    raise
+            check_same_hardware(ready["A"], ready["B"])
+            timed = {name: {pid: {"method": [], "baseline": []} for pid in ready[name]["points"]} for name in ready}
+            for turn in range(turns):
+                for point_id in ready["A"]["points"]:
+                    for side in sides_ if turn % 2 == 0 else sides_[::-1]:
+                        for name, values in live[side.name].ask(point_id, seconds / turns).items():
+                            timed[side.name][point_id][name] += values
+        for name, said in ready.items():
+            level = said.pop("level")
+            answers[name].append({**said, "levels": {level: timed[name]}})
+        speedups = "; ".join(
+            f"{point_id.rsplit('-', 1)[0]} "
+            + " / ".join(f"{1 / np.exp(_medians(timed[name][point_id])['ratio']):.2f}x" for name in "AB")
+            for point_id in timed["A"]
+        )
+        progress(f"pair {number}/{pairs} (A / B): {speedups} ({time.perf_counter() - started:.0f} s so far)")
     return answers
 
 

@@ -164,8 +164,6 @@ def ab_command(args) -> int:
         raise history.HistoryError(f"{args.save} exists: pass another --save file, nothing is overwritten")
     request = {
         "points": [[p.workload, p.method, p.batch_size, p.device] for p in points],
-        "precision": args.precision,
-        "max_time": args.max_time,
         "threads": args.threads,
         "timer": args.timer,
         "heap": args.heap,
@@ -176,11 +174,13 @@ def ab_command(args) -> int:
         print(f"candidate B: {b.said}, {b.python}", flush=True)
         print(f"harness   today's persample_bench ({ab.todays_harness()}) on both sides", flush=True)
         print(
-            f"workers   {args.workers} a side, alternating A, B, ...; each times {len(points)} point(s), each until "
-            f"its speedup is known within +-{args.precision:.0%} or for {args.max_time:g} s",
+            f"pairs     {args.pairs} pairs of processes, A and B alive together taking turns (A B, then B A) "
+            f"at each of {len(points)} point(s), {args.seconds:g} s a point in each",
             flush=True,
         )
-        answers = ab.run((a, b), request, args.workers, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        answers = ab.run(
+            (a, b), request, args.pairs, args.seconds, progress=lambda line: print(line, file=sys.stderr, flush=True)
+        )
     if args.save is not None:
         ab.save(Path(args.save), answers, request)
     machine = answers["B"][0]["machine"]
@@ -190,8 +190,8 @@ def ab_command(args) -> int:
         f"{time.perf_counter() - started:.0f} s"
     )
     print(
-        f"noise between processes ('run to run'): measured in this run, the spread of one worker's log median "
-        f"(Student's t on {2 * args.workers - 2} degrees of freedom)"
+        f"noise between processes ('run to run'): measured in this run, the spread of one pair's difference B - A "
+        f"(paired Student's t on {args.pairs - 1} degrees of freedom)"
     )
     thresholds = {"ratio": args.threshold_ratio, "time": args.threshold_time}
     changes = gate.judge(ab.changes_of(answers), thresholds=thresholds, alpha=args.alpha)
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
 
     p = commands.add_parser(
         "ab",
-        help="measure a baseline and the working tree side by side now, in alternating processes (~3 min)",
+        help="measure a baseline and the working tree side by side now, in pairs of processes taking turns (~3 min)",
         description=ab.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -278,18 +278,15 @@ def main(argv=None) -> int:
         help="points to compare, e.g. mlp-vmap-B64-cpu "
         f"(default: {', '.join(point.id for point in ab.DEFAULT_POINTS)})",
     )
-    p.add_argument("--workers", type=_count(2), default=ab.DEFAULT_WORKERS, help="processes a side (default: 5)")
     p.add_argument(
-        "--precision",
-        type=_positive,
-        default=ab.DEFAULT_PRECISION,
-        help="each point's speedup known within +-this fraction in each worker (default: 0.02)",
+        "--pairs", type=_count(2), default=ab.DEFAULT_PAIRS, help=f"pairs of processes (default: {ab.DEFAULT_PAIRS})"
     )
     p.add_argument(
-        "--max-time",
+        "--seconds",
         type=_positive,
-        default=ab.DEFAULT_MAX_TIME,
-        help="seconds a point in a worker at most (default: 3)",
+        default=ab.DEFAULT_SECONDS,
+        help=f"seconds each point is timed in each process, in turns of {ab.SLICE:g} s "
+        f"(default: {ab.DEFAULT_SECONDS:g})",
     )
     p.add_argument("--threads", type=_count(1), default=1, help="torch threads (default: 1)")
     p.add_argument("--timer", choices=("cpu", "wall"), default="cpu", help="clock of CPU points (default: cpu)")

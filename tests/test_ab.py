@@ -20,56 +20,63 @@ POINTS = [
 ]
 
 
-def answers(rng, workers, spread, slowdown=0.0, rounds=30):
-    """Workers' answers as the harness gives them: per point, rounds of the method and of the loop, each worker's
-    level shifted by ``spread`` (sd, log) as processes are, the method slower by ``slowdown``."""
-    made = []
-    for _ in range(workers):
-        levels = {}
-        for point in POINTS:
-            loop = np.exp(rng.normal(np.log(0.05), 0.05, rounds) + rng.normal(0, spread))
-            method = loop * 0.5 * (1 + slowdown) * np.exp(rng.normal(0, 0.05, rounds) + rng.normal(0, spread))
-            levels[point.id] = {"method": list(method), "baseline": list(loop)}
-        made.append({"points": {p.id: [p.workload, p.method, p.batch_size, p.device] for p in POINTS},
-                     "levels": {"0.0": levels}, "machine": {"hardware_id": "cpu"}})  # fmt: skip
+def answer(rng, level, spread, slowdown, rounds):
+    """One process's answer as the harness gives it: per point, rounds of the method and of the loop, the process's
+    level ``level`` (log) moved by ``spread`` (sd, log) of its own, the method slower by ``slowdown``."""
+    levels = {}
+    for point in POINTS:
+        loop = np.exp(rng.normal(np.log(0.05), 0.05, rounds) + level + rng.normal(0, spread))
+        method = loop * 0.5 * (1 + slowdown) * np.exp(rng.normal(0, 0.05, rounds) + rng.normal(0, spread))
+        levels[point.id] = {"method": list(method), "baseline": list(loop)}
+    return {"points": {p.id: [p.workload, p.method, p.batch_size, p.device] for p in POINTS},
+            "levels": {"0.0": levels}, "machine": {"hardware_id": "cpu"}}  # fmt: skip
+
+
+def pairs(rng, count, drift=0.05, spread=0.02, slowdown=0.0, rounds=30):
+    """``{"A": [...], "B": [...]}`` of ``count`` pairs: the machine's speed drifts by ``drift`` (sd, log) from pair
+    to pair, alike for both processes of a pair, and each process moves by ``spread`` of its own."""
+    made = {"A": [], "B": []}
+    for _ in range(count):
+        level = rng.normal(0, drift)
+        made["A"].append(answer(rng, level, spread, 0.0, rounds))
+        made["B"].append(answer(rng, level, spread, slowdown, rounds))
     return made
 
 
-def verdict(a, b):
-    return gate.judge(ab.changes_of({"A": a, "B": b}), thresholds={})
+def verdict(answers):
+    return gate.judge(ab.changes_of(answers), thresholds={})
 
 
 def test_rows_are_each_point_and_metric_and_each_methods_mean():
-    rows = ab.changes_of(
-        {"A": answers(np.random.default_rng(0), 3, 0.02), "B": answers(np.random.default_rng(1), 3, 0.02)}
-    )
+    rows = ab.changes_of(pairs(np.random.default_rng(0), 3))
     ids = {(c.point.id, c.metric) for c in rows}
     assert ("vmap-cpu (geomean of 3)", "ratio") in ids and ("loop-cpu (geomean of 3)", "time") in ids
     assert ("mlp-loop-B64-cpu", "time") in ids and ("mlp-vmap-B64-cpu", "ratio") in ids and len(rows) == 12
 
 
 def test_unchanged_code_is_flagged_at_most_one_time_in_a_hundred():
-    """A/A on simulated workers whose level moves by 3% between processes (far more than their rounds say), five
-    a side: the whole table flags at most 1% of 1000 trials."""
+    """A/A on simulated pairs, eight of them: the machine drifts by 5% between pairs, each process moves by 2% of
+    its own (far more than its rounds say): the whole table flags at most 1% of 1000 trials."""
     rng = np.random.default_rng(3)
-    flagged = sum(any(c.regressed for c in verdict(answers(rng, 5, 0.03), answers(rng, 5, 0.03))) for _ in range(1000))
+    flagged = sum(any(c.regressed for c in verdict(pairs(rng, 8))) for _ in range(1000))
     assert flagged <= 10, flagged
 
 
-def test_a_10_percent_slowdown_is_caught_when_processes_spread_by_3_percent():
+def test_a_10_percent_slowdown_is_caught_when_processes_move_by_2_percent():
     rng = np.random.default_rng(4)
-    caught = 0
-    for _ in range(100):
-        rows = verdict(answers(rng, 5, 0.03), answers(rng, 5, 0.03, slowdown=0.10))
-        caught += any(c.regressed and c.metric == "ratio" for c in rows)
+    caught = sum(
+        any(c.regressed and c.metric == "ratio" for c in verdict(pairs(rng, 8, slowdown=0.10))) for _ in range(100)
+    )
     assert caught >= 95, caught
 
 
-def test_the_change_is_tested_on_the_spread_between_workers():
-    change, low, high, p, spread = ab.two_sample(np.log([1.0, 1.02, 0.98]), np.log([1.10, 1.12, 1.08]))
-    assert change == pytest.approx(0.10, abs=0.005) and low < 0.10 < high and p < 0.01
-    assert spread == pytest.approx(0.02, rel=0.05)
-    assert ab.two_sample([0.0, 0.0], [0.0, 0.0])[3] == 1.0  # identical workers: nothing is significant
+def test_the_drift_a_pair_shares_is_no_noise_to_the_paired_test():
+    """The same two sides, 8% apart, under 10% drift from pair to pair: paired, the difference is plain."""
+    drift = np.array([0.0, 0.10, -0.10, 0.05, -0.05])
+    change, low, high, p, spread = ab.paired(drift, drift + np.log(1.08) + [0.01, -0.01, 0.0, 0.005, -0.005])
+    assert change == pytest.approx(0.08, abs=0.002) and low < 0.08 < high and p < 1e-4
+    assert spread == pytest.approx(0.0079, rel=0.05)
+    assert ab.paired([0.0, 0.0], [0.0, 0.0])[3] == 1.0  # identical pairs: nothing is significant
 
 
 def test_the_two_sides_must_see_the_same_hardware():
@@ -86,8 +93,8 @@ def test_a_point_id_that_is_not_one_is_refused_saying_the_form(text):
         ab.parse_point(text)
 
 
-# End to end, on one cheap point with two workers a side: each worker starts torch and checks the point (seconds).
-CHEAP = ["--points", "mlp-vmap-B1-cpu", "--workers", "2", "--max-time", "0.3"]
+# End to end, on one cheap point with two pairs: each process starts torch and checks the point (seconds).
+CHEAP = ["--points", "mlp-vmap-B1-cpu", "--pairs", "2", "--seconds", "0.4"]
 
 
 def no_temporary_folders(tmp: Path) -> bool:
@@ -105,7 +112,7 @@ def test_same_code_on_both_sides_passes_and_leaves_nothing_behind(scratch):
     code, out = persample("ab", "HEAD", *CHEAP, env=env, timeout=300)
     assert code == cli.OK, out
     assert "baseline  A: persample_core of HEAD (" in out and "candidate B: persample_core of the working tree" in out
-    assert "A 2/2: mlp-vmap-B1" in out and "0 regression(s) in 2 common point(s)" in out, out
+    assert "pair 2/2 (A / B): mlp-vmap-B1" in out and "0 regression(s) in 2 common point(s)" in out, out
     assert no_temporary_folders(tmp)
 
 
@@ -125,10 +132,10 @@ def test_an_injected_slowdown_is_a_regression(scratch):
         ([], cli.BAD_INPUT, "name a baseline: a git ref (persample ab main) or --baseline-python PATH"),
         (["HEAD", "--points", "mlp-vmap-64"], cli.BAD_INPUT, "is not a point id"),
         (["HEAD", "--baseline-python", "/no/python"], cli.BAD_INPUT, "--baseline-python /no/python: no Python there"),
-        (["HEAD", "--workers", "1"], 2, "argument --workers: '1' is not a whole number of at least 2"),
-        (["HEAD", "--points", "mlp-vamp-B1-cpu", "--workers", "2"], cli.BAD_INPUT, "unknown method 'vamp'"),
+        (["HEAD", "--pairs", "1"], 2, "argument --pairs: '1' is not a whole number of at least 2"),
+        (["HEAD", "--points", "mlp-vamp-B1-cpu", "--pairs", "2"], cli.BAD_INPUT, "unknown method 'vamp'"),
     ],
-    ids=["unknown-ref", "no-baseline", "bad-point", "no-python", "one-worker", "unknown-method"],
+    ids=["unknown-ref", "no-baseline", "bad-point", "no-python", "one-pair", "unknown-method"],
 )
 def test_bad_input_gets_one_line_and_its_own_exit_code(scratch, args, code, message):
     env, tmp = scratch
