@@ -1,5 +1,5 @@
-"""A/B: a baseline and a candidate measured side by side now, in alternating processes, judged on the spread
-between processes measured in the same run.
+"""A/B: a baseline and a candidate measured side by side now, in pairs of processes taking turns, judged on the
+spread between pairs measured in the same run.
 
 ``persample ab REF`` takes the baseline's ``persample_core`` from git (``REF``,
 extracted with ``git archive`` into a temporary folder) and the candidate's
@@ -15,9 +15,9 @@ in slices of a fraction of a second, A then B, then B then A, until each side
 has had its seconds at every point. The machine's speed wanders by several
 per cent over seconds on a shared host; both processes of a pair see the same
 wandering, so the pair's difference (B's log median over its slices less A's,
-per point and metric: the speedup, the method's time, the loop's time) is free
-of it, where two processes run one after the other are not. The pairs are
-independent repetitions, each in fresh processes, so the spread of their
+per point and metric: the speedup, the method's time, the loop's time) is
+largely free of it, where two processes run one after the other are not. The
+pairs are independent repetitions, each in fresh processes, so the spread of their
 differences holds everything that changes between processes; the change is
 tested with the paired Student's t on it (pairs - 1 degrees of freedom). A
 method is also judged on all its points together (their geometric mean: each

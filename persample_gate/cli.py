@@ -279,7 +279,11 @@ def main(argv=None) -> int:
         f"(default: {', '.join(point.id for point in ab.DEFAULT_POINTS)})",
     )
     p.add_argument(
-        "--pairs", type=_count(2), default=ab.DEFAULT_PAIRS, help=f"pairs of processes (default: {ab.DEFAULT_PAIRS})"
+        "--pairs",
+        type=_count(3),
+        default=ab.DEFAULT_PAIRS,
+        help=f"pairs of processes, at least 3: with two, the t test has one degree of freedom and flags only "
+        f"changes of several times the noise (default: {ab.DEFAULT_PAIRS})",
     )
     p.add_argument(
         "--seconds",

@@ -81,8 +81,11 @@ class Worker:
 
     def ask(self, point_id: str, seconds: float) -> dict:
         """``{"method": [...], "baseline": [...]}``: the point timed in interleaved rounds for ``seconds``."""
-        self.process.stdin.write(json.dumps({"point": point_id, "seconds": seconds}) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps({"point": point_id, "seconds": seconds}) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it has ended: its last words say why
+            pass
         return self.answer()
 
     def __exit__(self, kind, *exc) -> None:

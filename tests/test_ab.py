@@ -93,8 +93,9 @@ def test_a_point_id_that_is_not_one_is_refused_saying_the_form(text):
         ab.parse_point(text)
 
 
-# End to end, on one cheap point with two pairs: each process starts torch and checks the point (seconds).
-CHEAP = ["--points", "mlp-vmap-B1-cpu", "--pairs", "2", "--seconds", "0.4"]
+# End to end, on one cheap point with the fewest pairs allowed: each process starts torch and checks the point
+# (seconds).
+CHEAP = ["--points", "mlp-vmap-B1-cpu", "--pairs", "3", "--seconds", "0.4"]
 
 
 def no_temporary_folders(tmp: Path) -> bool:
@@ -112,7 +113,7 @@ def test_same_code_on_both_sides_passes_and_leaves_nothing_behind(scratch):
     code, out = persample("ab", "HEAD", *CHEAP, env=env, timeout=300)
     assert code == cli.OK, out
     assert "baseline  A: persample_core of HEAD (" in out and "candidate B: persample_core of the working tree" in out
-    assert "pair 2/2 (A / B): mlp-vmap-B1" in out and "0 regression(s) in 2 common point(s)" in out, out
+    assert "pair 3/3 (A / B): mlp-vmap-B1" in out and "0 regression(s) in 2 common point(s)" in out, out
     assert no_temporary_folders(tmp)
 
 
@@ -132,10 +133,10 @@ def test_an_injected_slowdown_is_a_regression(scratch):
         ([], cli.BAD_INPUT, "name a baseline: a git ref (persample ab main) or --baseline-python PATH"),
         (["HEAD", "--points", "mlp-vmap-64"], cli.BAD_INPUT, "is not a point id"),
         (["HEAD", "--baseline-python", "/no/python"], cli.BAD_INPUT, "--baseline-python /no/python: no Python there"),
-        (["HEAD", "--pairs", "1"], 2, "argument --pairs: '1' is not a whole number of at least 2"),
-        (["HEAD", "--points", "mlp-vamp-B1-cpu", "--pairs", "2"], cli.BAD_INPUT, "unknown method 'vamp'"),
+        (["HEAD", "--pairs", "2"], 2, "argument --pairs: '2' is not a whole number of at least 3"),
+        (["HEAD", "--points", "mlp-vamp-B1-cpu", "--pairs", "3"], cli.BAD_INPUT, "unknown method 'vamp'"),
     ],
-    ids=["unknown-ref", "no-baseline", "bad-point", "no-python", "one-pair", "unknown-method"],
+    ids=["unknown-ref", "no-baseline", "bad-point", "no-python", "two-pairs", "unknown-method"],
 )
 def test_bad_input_gets_one_line_and_its_own_exit_code(scratch, args, code, message):
     env, tmp = scratch
