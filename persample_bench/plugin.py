@@ -28,7 +28,6 @@ import contextlib
 import io
 import math
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -297,11 +296,12 @@ def _minutes(seconds: float) -> str:
 
 def _measured(point, bench) -> str:
     """A timed point in a line: its median, its speedup where interleaved, the precision reached and how."""
+    from persample_gate.summary import interleaved_speedup
+
     info, stats = bench.extra_info, bench.stats.stats
     text = f"{point.id} {stats.median * 1e3:.3g} ms"
     if "baseline_rounds" in info:
-        ratio = statistics.median(m / b for m, b in zip(stats.data, info["baseline_rounds"]))
-        text += f", {1 / ratio:.2f}x the loop"
+        text += f", {interleaved_speedup(stats.data, info['baseline_rounds']):.2f}x the loop"
     target, cap = info["precision_target"], info["max_time"]
     missed = "" if info["resolved"] else f"; short of +-{target:.0%} (cap {cap:g} s)"
     return f"{text} +-{info['precision']:.1%} ({info['rounds']} rounds{missed})"
@@ -333,7 +333,7 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Each point's derived figures (time per sample, speedup, multiple of the floor) in the stored run."""
     from persample_gate.runs import Point
-    from persample_gate.summary import derive
+    from persample_gate.summary import derive, interleaved_speedup
 
     machine = output_json["machine_info"].get("persample")
     ours = [bench for bench in output_json["benchmarks"] if {"workload", "method"} <= bench["extra_info"].keys()]
@@ -341,7 +341,13 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         return
     by_point = {Point(*(b["extra_info"][k] for k in ("workload", "method", "batch_size", "device"))): b for b in ours}
     medians = {point: bench["stats"]["median"] for point, bench in by_point.items()}
-    for point, figures in derive(medians, baseline=machine["baseline"], floor_name=machine["floor"]).items():
+    interleaved = {
+        point: interleaved_speedup(bench["stats"]["data"], bench["extra_info"]["baseline_rounds"])
+        for point, bench in by_point.items()
+        if "baseline_rounds" in bench["extra_info"]
+    }
+    derived = derive(medians, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved)
+    for point, figures in derived.items():
         by_point[point]["extra_info"].update(figures)
 
 
@@ -394,11 +400,16 @@ def pytest_terminal_summary(terminalreporter, config):
     settings = config.stash.get(SETTINGS, None)
     if settings is None or not settings.records:
         return
-    from persample_gate.summary import summary_table
+    from persample_gate.summary import interleaved_speedup, summary_table
 
     machine = _machine(config)
     records = settings.records
     medians = {point: bench.stats.stats.median for point, bench in records.items()}
+    interleaved = {
+        point: interleaved_speedup(bench.stats.stats.data, bench.extra_info["baseline_rounds"])
+        for point, bench in records.items()
+        if "baseline_rounds" in bench.extra_info
+    }
     memory = {p: (b.extra_info.get("peak_memory_bytes"), b.extra_info["gradient_bytes"]) for p, b in records.items()}
     gated, plain = settings.precision(gated=True), settings.precision(gated=False)
     terminalreporter.section(
@@ -411,7 +422,9 @@ def pytest_terminal_summary(terminalreporter, config):
         f"{machine['hardware_id']}, torch {machine['torch_version']}"
     )
     terminalreporter.write_line(
-        summary_table(medians, memory, baseline=machine["baseline"], floor_name=machine["floor"])
+        summary_table(
+            medians, memory, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved
+        )
     )
     short = [point.id for point, bench in sorted(records.items()) if not bench.extra_info["resolved"]]
     if short:

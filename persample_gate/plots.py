@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from persample_gate.runs import Point
-from persample_gate.summary import derive, format_bytes, format_seconds
+from persample_gate.summary import derive, format_bytes, format_seconds, interleaved_speedup
 
 PLOTS_EXTRA = "pip install 'persample-core[plots]'"
 REFERENCE = "B x P gradients"  # the memory figure's dotted line
@@ -48,6 +48,7 @@ def figures_of(run) -> dict:
         {point: statistics.median(rounds) for point, rounds in run.samples.items()},
         baseline=run.baseline,
         floor_name=run.floor,
+        interleaved={p: interleaved_speedup(run.samples[p], rounds) for p, rounds in run.baseline_rounds.items()},
     )
     return {
         point: {

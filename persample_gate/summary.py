@@ -1,25 +1,44 @@
-"""Derived figures and the summary table, from medians alone: no measuring here.
+"""Derived figures and the summary table, from the stored rounds: no measuring here.
 
 For each point: time per sample, speedup over the baseline (loop) at the same
-workload, batch size and device, and multiple of the floor there.
+workload, batch size and device, and multiple of the floor there. Where a
+method was timed in rounds interleaved with the loop, its speedup is the
+median of the rounds' ratios, the figure its precision and the gate are about:
+the loop's own point ran at another moment, and the machine's speed wanders
+between moments (docs/measuring.md).
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 
 from persample_gate.runs import BASELINE, FLOOR, Point
 
 
-def derive(medians: dict[Point, float], *, baseline: str = BASELINE, floor_name: str = FLOOR) -> dict[Point, dict]:
-    """``{point: {time_per_sample, speedup_over_loop, floor_multiple}}``; None where the partner is missing."""
-    derived = {}
+def interleaved_speedup(method_rounds, baseline_rounds) -> float:
+    """The baseline's time over the method's, from rounds timed in turn: the median of the rounds' ratios."""
+    return 1 / statistics.median(m / b for m, b in zip(method_rounds, baseline_rounds))
+
+
+def derive(
+    medians: dict[Point, float],
+    *,
+    baseline: str = BASELINE,
+    floor_name: str = FLOOR,
+    interleaved: dict[Point, float] | None = None,
+) -> dict[Point, dict]:
+    """``{point: {time_per_sample, speedup_over_loop, floor_multiple}}``; None where the partner is missing.
+    ``interleaved``: the speedups of the points timed in rounds with the loop (``interleaved_speedup``), taken
+    as they are."""
+    derived, interleaved = {}, interleaved or {}
     for point, median in medians.items():
         loop = medians.get(replace(point, method=baseline))
         floor = medians.get(replace(point, method=floor_name))
+        speedup = loop / median if loop and point.method != floor_name else None
         derived[point] = {
             "time_per_sample": median / point.batch_size,
-            "speedup_over_loop": loop / median if loop and point.method != floor_name else None,
+            "speedup_over_loop": interleaved.get(point, speedup),
             "floor_multiple": median / floor if floor else None,
         }
     return derived
@@ -59,14 +78,19 @@ def render(header, rows, left: int) -> str:
 
 
 def summary_rows(
-    medians: dict[Point, float], memory: dict | None = None, *, baseline: str = BASELINE, floor_name: str = FLOOR
+    medians: dict[Point, float],
+    memory: dict | None = None,
+    *,
+    baseline: str = BASELINE,
+    floor_name: str = FLOOR,
+    interleaved: dict[Point, float] | None = None,
 ) -> tuple[tuple, list[tuple]]:
     """(header, rows) of the summary table: one row per point, grouped by workload, device and batch size (a
     group's cells left blank after its first row); the baseline first, the floor last.
 
-    ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes).
+    ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes); ``interleaved`` as ``derive``.
     """
-    derived, memory = derive(medians, baseline=baseline, floor_name=floor_name), memory or {}
+    derived, memory = derive(medians, baseline=baseline, floor_name=floor_name, interleaved=interleaved), memory or {}
     header = ("workload", "device", "B", "method", "median", "per sample", "vs loop", "x floor", "peak mem", "x min")
     rows, previous = [], None
     for point in sorted(
@@ -95,8 +119,6 @@ def summary_rows(
 LEFT_ALIGNED = 4  # the summary table's columns that name the point
 
 
-def summary_table(
-    medians: dict[Point, float], memory: dict | None = None, *, baseline: str = BASELINE, floor_name: str = FLOOR
-) -> str:
-    """``summary_rows`` as a plain text table."""
-    return render(*summary_rows(medians, memory, baseline=baseline, floor_name=floor_name), left=LEFT_ALIGNED)
+def summary_table(medians: dict[Point, float], memory: dict | None = None, **given) -> str:
+    """``summary_rows`` (the same arguments) as a plain text table."""
+    return render(*summary_rows(medians, memory, **given), left=LEFT_ALIGNED)

@@ -1,7 +1,7 @@
-"""Derived figures and the summary table, from medians alone."""
+"""Derived figures and the summary table, from the stored rounds."""
 
 from persample_gate.runs import Point
-from persample_gate.summary import derive, summary_table
+from persample_gate.summary import derive, interleaved_speedup, summary_table
 
 
 def test_derived_figures():
@@ -13,3 +13,13 @@ def test_derived_figures():
     rows = [line.split() for line in summary_table(medians).splitlines()[2:]]
     assert [next(w for w in row if w in ("loop", "vmap", "floor")) for row in rows] == ["loop", "vmap", "floor"]
     assert rows[1][-4:-2] == ["4.00x", "2.00x"]
+
+
+def test_a_speedup_timed_in_rounds_with_the_loop_is_the_rounds_own():
+    """The loop's own point ran at another moment: 2 s there, while in vmap's rounds the loop took 1.2-1.6 s."""
+    medians = {Point("mlp", "loop", 10, "cpu"): 2.0, Point("mlp", "vmap", 10, "cpu"): 0.5}
+    speedup = interleaved_speedup([0.5, 0.4, 0.5], [1.5, 1.6, 1.2])
+    assert speedup == 3.0
+    derived = derive(medians, interleaved={Point("mlp", "vmap", 10, "cpu"): speedup})
+    assert derived[Point("mlp", "vmap", 10, "cpu")]["speedup_over_loop"] == 3.0
+    assert derived[Point("mlp", "loop", 10, "cpu")]["speedup_over_loop"] == 1.0
