@@ -29,7 +29,7 @@ def cells():
                 yield pytest.param(name, method, id=f"{name}-{method}")
 
 
-@pytest.mark.parametrize("name, method", cells())
+@pytest.mark.parametrize("name, method", list(cells()))  # a list: pytest 10 refuses generators
 def test_method_is_correct_or_declined_as_published(name, method, published):
     if method == "opacus":
         pytest.importorskip("opacus")
