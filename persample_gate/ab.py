@@ -49,7 +49,7 @@ from persample_gate.machine import hardware_differences
 from persample_gate.runs import BASELINE, HistoryError, Point
 
 # The mission's pair where it is resolved best on a shared CPU: cheap rounds (many of them in a slice) on three
-# architectures (docs/studies/2026-12-02-ab.md).
+# architectures (docs/studies/2026-12-03-ab.md).
 DEFAULT_POINTS = (
     Point("simple_cnn", "vmap", 8, "cpu"),
     Point("simple_cnn", "vmap", 32, "cpu"),
@@ -58,7 +58,10 @@ DEFAULT_POINTS = (
 )
 DEFAULT_PAIRS = 8
 DEFAULT_SECONDS = 1.6  # each point, in each process
-SLICE = 0.4  # seconds of a turn: the machine's speed drifts over seconds (docs/studies/2026-12-02-ab.md)
+SLICE = 0.4  # seconds of a turn: the machine's speed drifts over seconds (docs/studies/2026-12-03-ab.md)
+# The speedup's threshold: pairs taking turns resolve a 5% slowdown of vmap, where runs stored apart cannot; the
+# false-alarm bound is alpha's, whatever the threshold (docs/studies/2026-12-03-ab.md).
+THRESHOLD_RATIO = 0.05
 POINT_ID = re.compile(r"^(?P<workload>[^-]+)-(?P<method>[^-]+)-B(?P<batch>\d+)-(?P<device>[^-]+)$")
 TEST_SLOWDOWN = "PERSAMPLE_TEST_SLOWDOWN"  # tests and studies only: the candidate's method does this much more work
 

@@ -70,13 +70,13 @@ def _count(least: int):
     return parse
 
 
-def _judging(parser) -> None:
-    """The options of a verdict: thresholds and alpha."""
+def _judging(parser, ratio: float = DEFAULT_THRESHOLDS["ratio"]) -> None:
+    """The options of a verdict: thresholds (``ratio``: the speedup's default) and alpha."""
     parser.add_argument(
         "--threshold-ratio",
         type=_fraction,
-        default=DEFAULT_THRESHOLDS["ratio"],
-        help="slowdown of the time ratio to loop that counts (default: 0.10)",
+        default=ratio,
+        help=f"slowdown of the time ratio to loop that counts (default: {ratio:.2f})",
     )
     parser.add_argument(
         "--threshold-time",
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=_count(1), default=1, help="torch threads (default: 1)")
     p.add_argument("--timer", choices=("cpu", "wall"), default="cpu", help="clock of CPU points (default: cpu)")
     p.add_argument("--heap", choices=("kept", "system"), default="kept", help="heap policy (default: kept)")
-    _judging(p)
+    _judging(p, ratio=ab.THRESHOLD_RATIO)
     p.add_argument("--save", metavar="FILE", help="also write every worker's rounds to FILE (JSON)")
     p.set_defaults(run=ab_command)
 
