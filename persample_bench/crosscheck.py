@@ -11,9 +11,13 @@ callables at batch 64 on the CPU:
   ``simple_cnn`` workload (log-softmax before ``nll_loss``, the tutorial's
   slip fixed).
 
-Each pair's speedup is measured twice, on the wall clock both times:
-``Timer.blocked_autorange`` in alternating blocks, the tutorial's way, and
-the suite's interleaved rounds (``timing.measure``). The two ways must agree
+Each pair's speedup is measured two ways, on the wall clock both times:
+``Timer.blocked_autorange``, a block of the loop then one of vmap, the
+tutorial's way, and the suite's interleaved rounds (``timing.measure``). The
+two ways take turns, a Timer turn then a suite turn of the same seconds, so
+that both see the same stretches of a machine whose speed wanders over
+seconds (docs/studies/2026-12-03-ab.md); each way's speedup is the median of
+its turns'. The two ways must agree
 on the same code within ``--tolerance`` (exit status 1 where they do not);
 where the pairs differ, the code differs, not the timing. A slow test runs it
 under both heap policies (tests/test_crosscheck.py); docs/measuring.md gives
@@ -83,29 +87,25 @@ def suite_pair(batch: int = BATCH) -> dict:
     return {"method": lambda: vmapped(inputs, targets), "baseline": lambda: loop(inputs, targets)}
 
 
-def by_timer(pair: dict, blocks: int, seconds: float) -> float:
-    """The speedup by ``Timer.blocked_autorange``: loop and vmap in alternating blocks, the median of the blocks'
-    ratios."""
+def both_ways(pair: dict, turns: int, seconds: float) -> tuple[float, float]:
+    """The speedup by ``Timer.blocked_autorange`` (a block of each callable, ``seconds`` each) and by the suite's
+    interleaved rounds (``2 * seconds`` at most), in alternating turns: the median of each way's turns."""
     timers = {name: Timer(stmt="fn()", globals={"fn": fn}) for name, fn in pair.items()}
-    ratios = []
-    for _ in range(blocks):
+    by_timer, by_suite = [], []
+    for _ in range(turns):
         medians = {name: timer.blocked_autorange(min_run_time=seconds).median for name, timer in timers.items()}
-        ratios.append(medians["baseline"] / medians["method"])
-    return statistics.median(ratios)
-
-
-def by_suite(pair: dict, seconds: float) -> float:
-    """The speedup by the suite's interleaved rounds, on the wall clock."""
-    samples, _ = measure(pair, Precision(0.01, max_time=seconds), clock=time.perf_counter)
-    return 1 / statistics.median(statistic(samples))
+        by_timer.append(medians["baseline"] / medians["method"])
+        samples, _ = measure(pair, Precision(0.01, max_time=2 * seconds), clock=time.perf_counter)
+        by_suite.append(1 / statistics.median(statistic(samples)))
+    return statistics.median(by_timer), statistics.median(by_suite)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m persample_bench.crosscheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--heap", choices=HEAP_POLICIES, default="kept", help="heap policy (default: kept)")
-    parser.add_argument("--blocks", type=int, default=6, help="alternating Timer blocks a callable (default: 6)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="min_run_time of a block (default: 1)")
+    parser.add_argument("--turns", type=int, default=6, help="turns of each way (default: 6)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="min_run_time of a Timer block (default: 1)")
     parser.add_argument("--tolerance", type=float, default=0.10, help="the two ways may differ by (default: 0.10)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # Timer's default
@@ -116,8 +116,7 @@ def main(argv=None) -> int:
     for name, pair in (("tutorial", tutorial_pair()), ("suite", suite_pair())):
         for fn in pair.values():
             fn()  # warm-up
-        timer = by_timer(pair, args.blocks, args.seconds)
-        suite = by_suite(pair, args.blocks * args.seconds * 2)
+        timer, suite = both_ways(pair, args.turns, args.seconds)
         difference = suite / timer - 1
         agree &= abs(difference) <= args.tolerance
         print(f"{name:10s}  {timer:23.2f}x  {suite:19.2f}x  {difference:+10.1%}", flush=True)
