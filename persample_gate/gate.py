@@ -73,7 +73,7 @@ MIN_HISTORY = 5  # stored runs needed to estimate the noise between runs
 # Until MIN_HISTORY runs are stored, the noise between runs is unknown and a row's p rests on one run's rounds,
 # which cannot tell a slowdown from a process that happened to be slower: no verdict, but for a speedup worse by
 # more than this whose whole interval lies beyond it, which no unchanged pair of runs has come near
-# (docs/studies/2026-12-02-ab.md).
+# (docs/studies/2026-12-02-adaptive-rounds.md).
 GROSS = 1.0
 DEFAULT_THRESHOLDS = {"ratio": 0.10, "time": 0.10}
 DEFAULT_ALPHA = 0.01
