@@ -37,6 +37,9 @@ SETTINGS = pytest.StashKey["Settings"]()
 GATE = pytest.StashKey[object]()  # the newest run of this hardware stored before this session, or None
 SWEEP_CHOICES = ("mission", "quick", "full")  # persample_bench.grid.SWEEPS, named here to keep torch out of startup
 HEAP_CHOICES = ("kept", "system")  # persample_bench.memory.HEAP_POLICIES, likewise
+# The progress line's pace: (elapsed + this) / (planned + this), the plan's until the points have run about this
+# many seconds, theirs after; a compile or a slow first point does not stretch the estimate to hours.
+ESTIMATE_WEIGHT = 10.0
 
 
 def _positive(text: str) -> float:
@@ -155,6 +158,13 @@ class Settings:
                 terminal.write("\n")
             terminal.write_line(f"persample: {line}")
 
+    def cost(self, point) -> float:
+        """A point's seconds, roughly, for the progress line's estimate: its time cap, and the float64 check and the
+        fewest rounds, which grow with the batch."""
+        from persample_bench.bench import INTERLEAVED
+
+        return self.precision(gated=point.method in INTERLEAVED).max_time + point.batch_size / 16
+
     def record(self, point, benchmark) -> None:
         """Remember a timed point; medians are read once the run is over."""
         self.records[point] = benchmark
@@ -169,8 +179,8 @@ class Settings:
         order = list(self.points.values())
         index = order.index(point) + 1
         elapsed = time.perf_counter() - self.started
-        spent, left = (sum(_cost(p) for p in part) for part in (order[:index], order[index:]))
-        eta = f", about {_minutes(elapsed / spent * left)} to go" if left else ""
+        spent, left = (sum(self.cost(p) for p in part) for part in (order[:index], order[index:]))
+        eta = f", about {_minutes(remaining(elapsed, spent, left))} to go" if left else ""
         line = _measured(point, self.records[point])
         self.progress(f"[{index}/{len(order)}] {line}  ({_minutes(elapsed)} so far{eta})")
 
@@ -285,9 +295,10 @@ def pytest_collection_finish(session):
     )
 
 
-def _cost(point) -> int:
-    """A point's time, roughly, for the progress line's estimate: the loop's work grows with the batch."""
-    return point.batch_size + 8
+def remaining(elapsed: float, planned: float, left: float) -> float:
+    """Seconds left, from the plan's seconds ``left`` at the pace of the points so far (``elapsed`` for
+    ``planned``), weighted towards the plan while little has run (``ESTIMATE_WEIGHT``)."""
+    return left * (elapsed + ESTIMATE_WEIGHT) / (planned + ESTIMATE_WEIGHT)
 
 
 def _minutes(seconds: float) -> str:

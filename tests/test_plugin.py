@@ -67,6 +67,15 @@ def test_a_timed_run_shows_progress_and_the_summary(timed):
     assert "persample summary: mission sweep" in output and "heap system" in output and "x floor" in output, output
 
 
+def test_the_estimate_follows_the_plan_at_first_and_the_points_pace_later():
+    from persample_bench.plugin import remaining
+
+    # A 30 s compile in the first point planned at 6 s: the estimate stays within a few times the plan's 600 s...
+    assert 600 < remaining(elapsed=30, planned=6, left=600) < 4 * 600
+    # ...while points that keep running twice as slow as planned make it twice the plan's.
+    assert remaining(elapsed=600, planned=300, left=300) == pytest.approx(600, rel=0.05)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests a machine without CUDA")
 def test_without_cuda_only_the_cpu_points_are_collected():
     code, output = suite("--co", "-q")
