@@ -305,6 +305,17 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
+def _interleaved(timed) -> dict:
+    """``{point: speedup}`` of the points timed in rounds with the loop, from ``(point, rounds, extra_info)``."""
+    from persample_gate.summary import interleaved_speedup
+
+    return {
+        point: interleaved_speedup(rounds, info["baseline_rounds"])
+        for point, rounds, info in timed
+        if "baseline_rounds" in info
+    }
+
+
 def _measured(point, bench) -> str:
     """A timed point in a line: its median, its speedup where interleaved, the precision reached and how."""
     from persample_gate.summary import interleaved_speedup
@@ -344,7 +355,7 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Each point's derived figures (time per sample, speedup, multiple of the floor) in the stored run."""
     from persample_gate.runs import Point
-    from persample_gate.summary import derive, interleaved_speedup
+    from persample_gate.summary import derive
 
     machine = output_json["machine_info"].get("persample")
     ours = [bench for bench in output_json["benchmarks"] if {"workload", "method"} <= bench["extra_info"].keys()]
@@ -352,11 +363,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         return
     by_point = {Point(*(b["extra_info"][k] for k in ("workload", "method", "batch_size", "device"))): b for b in ours}
     medians = {point: bench["stats"]["median"] for point, bench in by_point.items()}
-    interleaved = {
-        point: interleaved_speedup(bench["stats"]["data"], bench["extra_info"]["baseline_rounds"])
-        for point, bench in by_point.items()
-        if "baseline_rounds" in bench["extra_info"]
-    }
+    interleaved = _interleaved(
+        (point, bench["stats"]["data"], bench["extra_info"]) for point, bench in by_point.items()
+    )
     derived = derive(medians, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved)
     for point, figures in derived.items():
         by_point[point]["extra_info"].update(figures)
@@ -411,16 +420,12 @@ def pytest_terminal_summary(terminalreporter, config):
     settings = config.stash.get(SETTINGS, None)
     if settings is None or not settings.records:
         return
-    from persample_gate.summary import interleaved_speedup, summary_table
+    from persample_gate.summary import summary_table
 
     machine = _machine(config)
     records = settings.records
     medians = {point: bench.stats.stats.median for point, bench in records.items()}
-    interleaved = {
-        point: interleaved_speedup(bench.stats.stats.data, bench.extra_info["baseline_rounds"])
-        for point, bench in records.items()
-        if "baseline_rounds" in bench.extra_info
-    }
+    interleaved = _interleaved((point, bench.stats.stats.data, bench.extra_info) for point, bench in records.items())
     memory = {p: (b.extra_info.get("peak_memory_bytes"), b.extra_info["gradient_bytes"]) for p, b in records.items()}
     gated, plain = settings.precision(gated=True), settings.precision(gated=False)
     terminalreporter.section(
