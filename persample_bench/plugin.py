@@ -1,6 +1,6 @@
 """The pytest plugin of the suite: options, the grid's points, their clocks and precision, progress, hardware
-in machine_info, derived figures in the stored JSON, the summary table at the end, and ``--gate``, which gates
-the run against the runs stored before it.
+in machine_info, derived figures in the stored JSON, the summary table at the end, and ``--persample-gate``, which
+gates the run against the runs stored before it.
 
 Registered as a ``pytest11`` entry point (pyproject.toml), as pytest-benchmark
 registers its own, so it is loaded wherever the package is installed: a test
@@ -9,9 +9,12 @@ sweep (``pytest --benchmark-only`` times them; ``--benchmark-disable`` runs
 each once, untimed), with ``persample_settings`` saying how.
 
 Loaded into every pytest session of an environment that has the package, the
-plugin stays out of the way of other suites: torch, the harness and the gate
-are imported when a session asks for what needs them, and the pytest-benchmark
-hooks are optional (an environment with the library alone has no pytest-benchmark).
+plugin is a guest there: its options carry the ``--persample-`` prefix (as
+pytest-benchmark's carry ``--benchmark-``), and a session that collects no
+persample point is left as it was: no environment variable, no pytest-benchmark
+setting changed, no torch imported (tests/test_plugin.py runs such a session).
+The pytest-benchmark hooks are optional (an environment with the library alone
+has no pytest-benchmark).
 
 Runs are stored where pytest-benchmark stores them (``.benchmarks/<machine
 id>/``), so its own ``pytest-benchmark list|compare`` and
@@ -55,55 +58,74 @@ def _positive(text: str) -> float:
 def pytest_addoption(parser):
     group = parser.getgroup("persample", "persample: per-sample gradient benchmarks")
     group.addoption(
-        "--sweep",
+        "--persample-sweep",
         choices=SWEEP_CHOICES,
         default=os.environ.get("PERSAMPLE_SWEEP", "mission"),
         help="mission (default: loop and vmap with the floor, ~2 min on a 2-core CPU), quick (every method) or "
-        "full (larger batches, more precision); PERSAMPLE_SWEEP sets it for asv too",
+        "full (larger batches, more precision); default: PERSAMPLE_SWEEP where set (asv reads it too)",
     )
     group.addoption(
-        "--methods",
+        "--persample-methods",
         default=None,
         help="comma-separated methods to time instead of the sweep's (the loop is always timed: every speedup is "
         "over it), e.g. vmap,expanded_weights",
     )
     group.addoption(
-        "--precision",
+        "--persample-precision",
         type=_positive,
         default=None,
         help="time each point until the 95%% interval of its median is within +-this fraction (default: the "
         "sweep's: 0.03 for the speedup points, 0.05 for the others in the mission sweep)",
     )
     group.addoption(
-        "--max-time",
+        "--persample-max-time",
         type=_positive,
         default=None,
         help="seconds of rounds per point at most, whatever the precision reached (default: the sweep's, 6 for "
         "the speedup points, 2 for the others)",
     )
     group.addoption(
-        "--threads", type=int, default=None, help="torch intra-op threads for the timed code (default: torch's)"
+        "--persample-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for the timed code (default: torch's)",
     )
     group.addoption(
-        "--timer",
+        "--persample-timer",
         choices=("wall", "cpu"),
         default="wall",
         help="wall (default): elapsed time; cpu: the process's CPU time on CPU points, steady on a shared "
-        "machine, needs --threads 1 (CUDA points are timed on the wall clock either way)",
+        "machine, needs --persample-threads 1 (CUDA points are timed on the wall clock either way)",
     )
     group.addoption(
-        "--heap",
+        "--persample-heap",
         choices=HEAP_CHOICES,
         default="kept",
         help="kept (default): glibc keeps freed memory, so a call's time is the method's, not the host's paging; "
         "system: the allocator as a plain torch program has it (docs/measuring.md)",
     )
     group.addoption(
-        "--gate",
+        "--persample-gate",
         action="store_true",
         help="store this run and gate it against the newest run stored before it on this hardware "
         "(persample compare, default thresholds): exit status 1 on a regression",
     )
+
+
+# The options' names before they carried the prefix: given one, the session stops with the new name.
+UNPREFIXED = ("--sweep", "--methods", "--precision", "--max-time", "--threads", "--timer", "--heap", "--gate")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """An option persample named without its prefix (and no other plugin or conftest defines) stops the session in
+    one line that names the new option, rather than pytest's "unrecognized arguments"."""
+    yield  # the conftests' options are known from here on
+    _, unknown = parser.parse_known_and_unknown_args([str(arg) for arg in args])
+    for arg in unknown:
+        name = arg.split("=", 1)[0]
+        if name in UNPREFIXED:
+            raise pytest.UsageError(f"{name} is now --persample-{name[2:]}: persample's options carry its prefix")
 
 
 @dataclass
@@ -140,8 +162,8 @@ class Settings:
         given = {
             name: value
             for name, value in (
-                ("target", self.config.getoption("precision")),
-                ("max_time", self.config.getoption("max_time")),
+                ("target", self.config.getoption("persample_precision")),
+                ("max_time", self.config.getoption("persample_max_time")),
             )
             if value is not None
         }
@@ -187,35 +209,35 @@ class Settings:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    os.environ["PERSAMPLE_SWEEP"] = config.getoption("sweep")
-    methods = config.getoption("methods")
+    methods = config.getoption("persample_methods")
     config.stash[SETTINGS] = Settings(
         config,
-        config.getoption("sweep"),
+        config.getoption("persample_sweep"),
         [name.strip() for name in methods.split(",") if name.strip()] if methods else [],
-        config.getoption("timer"),
-        config.getoption("heap"),
+        config.getoption("persample_timer"),
+        config.getoption("persample_heap"),
     )
     config.pluginmanager.register(config.stash[SETTINGS], "persample-settings")
-    threads = config.getoption("threads")
-    if threads is not None or config.getoption("timer") != "wall":
+    threads = config.getoption("persample_threads")
+    if threads is not None or config.getoption("persample_timer") != "wall":
         import torch
 
         from persample_bench.timing import check_timer
 
         if threads is not None:
             if threads < 1:
-                raise pytest.UsageError(f"--threads must be at least 1, got {threads}")
+                raise pytest.UsageError(f"--persample-threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)
         try:
-            check_timer(config.getoption("timer"), torch.get_num_threads())
+            check_timer(config.getoption("persample_timer"), torch.get_num_threads())
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
-    if hasattr(config.option, "benchmark_storage"):
-        # The gate tests on raw rounds: store them (pytest-benchmark's --benchmark-save-data).
-        config.option.benchmark_save_data = True
-        if config.getoption("gate") and not (config.option.benchmark_autosave or config.option.benchmark_save):
-            config.option.benchmark_autosave = True
+    if (
+        config.getoption("persample_gate")
+        and hasattr(config.option, "benchmark_storage")
+        and not (config.option.benchmark_autosave or config.option.benchmark_save)
+    ):
+        config.option.benchmark_autosave = True
 
 
 def _machine(config) -> dict:
@@ -239,8 +261,8 @@ def _machine(config) -> dict:
 
 
 def pytest_generate_tests(metafunc):
-    """A test that takes ``persample_point`` runs at every point of the sweep: its methods (or --methods) and the
-    floor."""
+    """A test that takes ``persample_point`` runs at every point of the sweep: its methods (or
+    --persample-methods) and the floor."""
     if "persample_point" in metafunc.fixturenames:
         from persample_bench.grid import check_methods, points
         from persample_gate.runs import FLOOR
@@ -249,7 +271,7 @@ def pytest_generate_tests(metafunc):
         try:
             methods = check_methods(settings.methods) if settings.methods else None
         except ValueError as err:
-            raise pytest.UsageError(f"--methods: {err}") from None
+            raise pytest.UsageError(f"--persample-methods: {err}") from None
         chosen = points(settings.sweep, methods=methods, floor=FLOOR, devices=_devices())
         metafunc.parametrize("persample_point", chosen, ids=lambda point: point.id)
 
@@ -272,7 +294,7 @@ def persample_settings(pytestconfig) -> Settings:
 
 
 def pytest_sessionstart(session):
-    if session.config.getoption("gate") and hasattr(session.config.option, "benchmark_storage"):
+    if session.config.getoption("persample_gate") and hasattr(session.config.option, "benchmark_storage"):
         session.config.stash[GATE] = _newest_stored(session.config)
 
 
@@ -353,7 +375,9 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    """Each point's derived figures (time per sample, speedup, multiple of the floor) in the stored run."""
+    """Each point's raw rounds and derived figures (time per sample, speedup, multiple of the floor) in the stored
+    run. The gate tests on the rounds, so the suite's points carry them whatever ``--benchmark-save-data`` says;
+    other benchmarks of the session are stored as pytest-benchmark would store them."""
     from persample_gate.runs import Point
     from persample_gate.summary import derive
 
@@ -361,6 +385,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     ours = [bench for bench in output_json["benchmarks"] if {"workload", "method"} <= bench["extra_info"].keys()]
     if machine is None or not ours:
         return
+    rounds = {bench.fullname: bench.stats.data for bench in benchmarks}
+    for bench in ours:
+        bench["stats"].setdefault("data", list(rounds[bench["fullname"]]))
     by_point = {Point(*(b["extra_info"][k] for k in ("workload", "method", "batch_size", "device"))): b for b in ours}
     medians = {point: bench["stats"]["median"] for point, bench in by_point.items()}
     interleaved = _interleaved(
@@ -446,7 +473,7 @@ def pytest_terminal_summary(terminalreporter, config):
     if short:
         terminalreporter.write_line(
             f"\nshort of the precision ({len(short)}): {', '.join(short)}; their medians are rougher (a larger "
-            "--max-time gives them more rounds)"
+            "--persample-max-time gives them more rounds)"
         )
     compiled = {p: b.extra_info["compile_seconds"] for p, b in records.items() if b.extra_info.get("compile_seconds")}
     if compiled:

@@ -99,7 +99,7 @@ def check_timer(timer: str, threads: int) -> None:
     if timer == "cpu" and threads != 1:
         raise ValueError(
             f"the cpu timer needs one torch thread, not {threads}: with more it also counts "
-            "workers spinning; pass --threads 1 as well"
+            "workers spinning; pass --threads 1 as well (--persample-threads 1 under pytest)"
         )
 
 

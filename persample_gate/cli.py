@@ -11,6 +11,7 @@ hardware, 5 a measuring process failed (``persample sensitivity``).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from persample_gate.gate import (
 )
 from persample_gate.machine import this_hardware_id
 
+STORAGE_HELP = "where runs are stored (default: .benchmarks), before or after the command"
 OK, REGRESSION, BAD_INPUT, NO_VERDICT, OTHER_HARDWARE, MEASUREMENT_FAILED = 0, 1, 2, 3, 4, 5
 NO_GIT, UNUSABLE, INTERRUPTED = 6, 7, 130
 EXIT_CODES = {
@@ -70,13 +72,13 @@ def _count(least: int):
     return parse
 
 
-def _judging(parser, ratio: float = DEFAULT_THRESHOLDS["ratio"]) -> None:
-    """The options of a verdict: thresholds (``ratio``: the speedup's default) and alpha."""
+def _judging(parser, ratio: float = DEFAULT_THRESHOLDS["ratio"], why: str = "") -> None:
+    """The options of a verdict: thresholds (``ratio``: the speedup's default, ``why`` it is that) and alpha."""
     parser.add_argument(
         "--threshold-ratio",
         type=_fraction,
         default=ratio,
-        help=f"slowdown of the time ratio to loop that counts (default: {ratio:.2f})",
+        help=f"slowdown of the time ratio to loop that counts (default: {ratio:.2f}{why})",
     )
     parser.add_argument(
         "--threshold-time",
@@ -228,20 +230,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="persample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--storage", default=history.DEFAULT_STORAGE, help="where runs are stored (default: .benchmarks)"
-    )
+    parser.add_argument("--storage", default=history.DEFAULT_STORAGE, help=STORAGE_HELP)
+    # --storage after the subcommand too (persample compare --storage X); SUPPRESS keeps the one given before.
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--storage", default=argparse.SUPPRESS, help=STORAGE_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
+    add_parser = functools.partial(commands.add_parser, parents=[where])
 
-    p = commands.add_parser("compare", help="gate a candidate run against a baseline run")
+    p = add_parser("compare", help="gate a candidate run against a baseline run")
     p.add_argument(
         "baseline", nargs="?", help="saved run id (e.g. 0003) or JSON path; default: the run before the newest"
     )
     p.add_argument("candidate", nargs="?", help="saved run id or JSON path; default: the newest run on this hardware")
-    _judging(p)
+    _judging(p, why=": runs stored apart differ by 5-8%%; persample ab resolves 5%%")
     p.set_defaults(run=compare)
 
-    p = commands.add_parser("plot", help="figures (PNG and SVG) of the newest run and of the history")
+    p = add_parser("plot", help="figures (PNG and SVG) of the newest run and of the history")
     p.add_argument(
         "runs",
         nargs="*",
@@ -252,18 +256,18 @@ def main(argv=None) -> int:
     p.set_defaults(run=plot)
 
     # Its options are its own (persample sensitivity --help): handed over as they are.
-    commands.add_parser("sensitivity", add_help=False, help="how small a slowdown the gate catches (minutes)")
+    add_parser("sensitivity", add_help=False, help="how small a slowdown the gate catches (minutes)")
 
-    p = commands.add_parser("runs", help="list stored runs, oldest first")
+    p = add_parser("runs", help="list stored runs, oldest first")
     p.set_defaults(run=runs)
 
-    p = commands.add_parser(
+    p = add_parser(
         "report", help="one HTML page of every stored run: hardware side by side, history with the gate's verdicts"
     )
     p.add_argument("--out", default="report.html", help="the page to write (default: report.html)")
     p.set_defaults(run=write_report)
 
-    p = commands.add_parser(
+    p = add_parser(
         "ab",
         help="measure a baseline and the working tree side by side now, in pairs of processes taking turns (~3 min)",
         description=ab.__doc__,
@@ -293,9 +297,16 @@ def main(argv=None) -> int:
         f"(default: {ab.DEFAULT_SECONDS:g})",
     )
     p.add_argument("--threads", type=_count(1), default=1, help="torch threads (default: 1)")
-    p.add_argument("--timer", choices=("cpu", "wall"), default="cpu", help="clock of CPU points (default: cpu)")
+    p.add_argument(
+        "--timer",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="clock of CPU points (default: cpu, with one thread: what ab's pairs were studied on, and the clock a "
+        "shared machine moves least; the pytest suite's --persample-timer defaults to wall, what a plain program "
+        "measures)",
+    )
     p.add_argument("--heap", choices=("kept", "system"), default="kept", help="heap policy (default: kept)")
-    _judging(p, ratio=ab.THRESHOLD_RATIO)
+    _judging(p, ratio=ab.THRESHOLD_RATIO, why=": pairs taking turns resolve 5%%, runs stored apart do not")
     p.add_argument("--save", metavar="FILE", help="also write every worker's rounds to FILE (JSON)")
     p.set_defaults(run=ab_command)
 

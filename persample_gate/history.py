@@ -114,7 +114,7 @@ def check_comparable(a: Run, b: Run) -> None:
     if settings:
         raise SettingsMismatch(
             f"{a.name} and {b.name} were timed differently ({'; '.join(settings)}); "
-            "rerun the candidate with the baseline's --threads, --timer and --heap"
+            "rerun the candidate with the baseline's --persample-threads, --persample-timer and --persample-heap"
         )
 
 

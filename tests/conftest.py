@@ -78,3 +78,15 @@ def storage(tmp_path, recorded):
 
     shutil.copytree(recorded["storage"], tmp_path / "benchmarks")
     return tmp_path / "benchmarks"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``pytest --benchmark-only`` at the root, the mission's command, runs the benchmark suite alone and ends on its
+    summary: the other tests are deselected (one count in pytest's last line) rather than each reported as
+    pytest-benchmark's skip ("Skipping non-benchmark"), a screen of lines under the summary with ``-ra``."""
+    if not config.getoption("benchmark_only", default=False):
+        return
+    timed = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
+    if len(timed) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in timed])
+        items[:] = timed

@@ -13,5 +13,5 @@ from persample_core.methods import METHODS
 def pytest_configure(config):
     fraction = float(os.environ.get("PERSAMPLE_TEST_SLOWDOWN", "0"))
     if fraction:
-        real, clock = METHODS["vmap"], CLOCKS[config.getoption("timer")]
+        real, clock = METHODS["vmap"], CLOCKS[config.getoption("persample_timer")]
         METHODS["vmap"] = lambda model, loss_fn: slowed(real(model, loss_fn), fraction, clock)

@@ -140,3 +140,11 @@ def test_an_unknown_saved_id_is_named(tmp_path):
 def test_a_threshold_that_is_not_a_fraction_is_refused(recorded, value):
     code, out = persample("compare", *recorded["unchanged"][:2], f"--threshold-ratio={value}")
     assert code == 2 and "is not a threshold; give a fraction such as 0.1 or 10%" in out, out
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_storage_is_accepted_before_or_after_the_command(recorded, capsys, where):
+    storage = ["--storage", str(recorded["storage"])]
+    code = cli.main([*storage, "runs"] if where == "before" else ["runs", *storage])
+    listed = capsys.readouterr().out
+    assert code == cli.OK and all(path.name in listed for path in recorded["unchanged"]), listed

@@ -1,4 +1,5 @@
-"""The pytest plugin end to end: real runs through pytest-benchmark, their options, what they store, and --gate."""
+"""The pytest plugin end to end: real runs through pytest-benchmark, their options, what they store, the gate,
+and other projects' sessions left alone."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import torch
 from tests.conftest import REPO
 
 # One cheap point of each kind (the loop alone, vmap interleaved with it, the floor), timed briefly.
-SMALL = ["-k", "mlp and B1- and cpu", "--max-time", "0.3"]
+SMALL = ["-k", "mlp and B1- and cpu", "--persample-max-time", "0.3"]
 
 
 def suite(*args, slowdown=0.0, timeout=300):
@@ -30,7 +31,7 @@ def suite(*args, slowdown=0.0, timeout=300):
 def timed(tmp_path_factory):
     """One timed run of the small grid, on the system heap, written with --benchmark-json."""
     out = tmp_path_factory.mktemp("json") / "run.json"
-    code, output = suite("--benchmark-only", *SMALL, "--heap", "system", f"--benchmark-json={out}")
+    code, output = suite("--benchmark-only", *SMALL, "--persample-heap", "system", f"--benchmark-json={out}")
     assert code == 0, output[-3000:]
     return json.loads(out.read_text()), output
 
@@ -83,7 +84,7 @@ def test_without_cuda_only_the_cpu_points_are_collected():
 
 
 def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
-    code, output = suite("--co", "-q", "--methods", "vmap_chunked", "-k", "mlp and B64-")
+    code, output = suite("--co", "-q", "--persample-methods", "vmap_chunked", "-k", "mlp and B64-")
     ids = [line.split("[")[1].rstrip("]") for line in output.splitlines() if "test_point[" in line]
     assert code == 0 and ids == ["mlp-loop-B64-cpu", "mlp-vmap_chunked-B64-cpu", "mlp-floor-B64-cpu"], output
 
@@ -91,12 +92,15 @@ def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--methods", "vamp"], "--methods: unknown method 'vamp'; choose one of: expanded_weights, loop"),
-        (["--precision", "-1"], "argument --precision: '-1' is not a positive number"),
-        (["--max-time", "soon"], "argument --max-time: 'soon' is not a positive number"),
-        (["--sweep", "huge"], "argument --sweep: invalid choice: 'huge'"),
-        (["--heap", "tcmalloc"], "argument --heap: invalid choice: 'tcmalloc'"),
-        (["--timer", "cpu", "--threads", "2"], "the cpu timer needs one torch thread, not 2"),
+        (
+            ["--persample-methods", "vamp"],
+            "--persample-methods: unknown method 'vamp'; choose one of: expanded_weights, loop",
+        ),
+        (["--persample-precision", "-1"], "argument --persample-precision: '-1' is not a positive number"),
+        (["--persample-max-time", "soon"], "argument --persample-max-time: 'soon' is not a positive number"),
+        (["--persample-sweep", "huge"], "argument --persample-sweep: invalid choice: 'huge'"),
+        (["--persample-heap", "tcmalloc"], "argument --persample-heap: invalid choice: 'tcmalloc'"),
+        (["--persample-timer", "cpu", "--persample-threads", "2"], "the cpu timer needs one torch thread, not 2"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(args, message):
@@ -106,10 +110,23 @@ def test_bad_options_are_refused_in_one_line(args, message):
 
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory):
-    """Three runs stored with --gate: the first, an unchanged second, and a third with vmap doing 4x the work."""
+    """Three runs stored with --persample-gate: the first, an unchanged second, and a third with vmap doing 4x the
+    work."""
     storage = tmp_path_factory.mktemp("benchmarks")
-    args = ["--benchmark-only", *SMALL, "--threads", "1", "--timer", "cpu", f"--benchmark-storage=file://{storage}"]
-    runs = [suite(*args, "--gate"), suite(*args, "--gate"), suite(*args, "--gate", slowdown=3.0)]
+    args = [
+        "--benchmark-only",
+        *SMALL,
+        "--persample-threads",
+        "1",
+        "--persample-timer",
+        "cpu",
+        f"--benchmark-storage=file://{storage}",
+    ]
+    runs = [
+        suite(*args, "--persample-gate"),
+        suite(*args, "--persample-gate"),
+        suite(*args, "--persample-gate", slowdown=3.0),
+    ]
     return storage, runs
 
 
@@ -148,3 +165,68 @@ def test_benchmark_compare_against_other_hardware_is_refused(gated, tmp_path):
     code, output = suite("--co", "-q", *SMALL, f"--benchmark-storage=file://{tmp_path}", "--benchmark-compare=0001")
     assert code == pytest.ExitCode.USAGE_ERROR, output
     assert "--benchmark-compare: that run comes from other hardware (gpu_name: None != 'NVIDIA H100" in output, output
+
+
+FOREIGN = """
+import json, os, sys
+
+
+def test_other(benchmark):
+    benchmark(sum, range(1000))
+
+
+def test_what_the_session_kept(pytestconfig):
+    with open(os.environ["PROBE_OUT"], "w") as out:
+        json.dump({"torch": "torch" in sys.modules, "env": sorted(k for k in os.environ if k.startswith("PERSAMPLE")),
+                   "save_data": pytestconfig.getoption("benchmark_save_data")}, out)
+"""
+
+
+def test_a_foreign_benchmark_session_is_left_as_it_was(tmp_path):
+    """Another project's pytest-benchmark suite, with this package installed: no torch, no environment variable,
+    no pytest-benchmark setting changed, its JSON as pytest-benchmark writes it, and no bare option of ours."""
+    (tmp_path / "test_foreign.py").write_text(FOREIGN)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PERSAMPLE")}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--benchmark-json=out.json",
+         "test_foreign.py"],
+        cwd=tmp_path, env={**env, "PROBE_OUT": str(tmp_path / "probe.json")}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads((tmp_path / "probe.json").read_text()) == {"torch": False, "env": [], "save_data": False}
+    assert "persample" not in json.loads((tmp_path / "out.json").read_text())["machine_info"]
+    helped = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    ours = [line.split()[0] for line in helped.stdout.splitlines() if line.strip().startswith("--persample")]
+    assert ours and not any(f"  {name}" in helped.stdout for name in ("--sweep", "--timer", "--heap", "--gate"))
+
+
+def test_an_autosaved_foreign_run_keeps_no_rounds(tmp_path):
+    """pytest-benchmark's default for what it stores (no --benchmark-save-data) holds in other projects."""
+    (tmp_path / "test_foreign.py").write_text(FOREIGN)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--benchmark-autosave", "-k", "other",
+         f"--benchmark-storage=file://{tmp_path / 'store'}", "test_foreign.py"],
+        cwd=tmp_path, env={**os.environ, "PROBE_OUT": str(tmp_path / "probe.json")}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    (saved,) = (tmp_path / "store").glob("*/*.json")
+    assert "data" not in json.loads(saved.read_text())["benchmarks"][0]["stats"]
+
+
+@pytest.mark.parametrize("old", ["--sweep=quick", "--timer", "--gate"])
+def test_an_option_without_its_prefix_names_the_new_one(old):
+    code, output = suite("--co", "-q", *([old, "cpu"] if old == "--timer" else [old]))
+    name = old.split("=")[0]
+    assert code == pytest.ExitCode.USAGE_ERROR and f"{name} is now --persample-{name[2:]}" in output, output
+
+
+def test_benchmark_only_at_the_root_collects_the_benchmark_suite_alone():
+    """The mission's command ends on the summary, not on a skip line for each of the other tests."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--benchmark-only", "--co", "-q"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert done.returncode == 0 and collected, done.stdout + done.stderr
+    assert all(line.startswith("tests/test_benchmarks.py::test_point[") for line in collected), collected[:5]
+    assert "deselected" in done.stdout.splitlines()[-1], done.stdout[-500:]
