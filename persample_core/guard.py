@@ -24,7 +24,7 @@ import contextlib
 
 import torch
 
-from persample_core.precision import TOLERANCES, precision
+from persample_core.tolerance import TOLERANCES, precision
 
 
 def rng_state(device: torch.device) -> tuple:

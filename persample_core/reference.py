@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from persample_core.methods import per_sample_grads
-from persample_core.precision import TOLERANCES, precision
+from persample_core.tolerance import TOLERANCES, precision
 
 
 @dataclass(frozen=True)

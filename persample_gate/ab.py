@@ -229,7 +229,20 @@ def compare_sides(a: dict, b: dict) -> list[gate.Change]:
     for (point, metric), (before, after) in rows.items():
         change, low, high, p_value, spread = paired(before, after)
         first, second = float(np.exp(np.mean(before))), float(np.exp(np.mean(after)))
-        changes.append(gate.Change(point, metric, first, second, change, low, high, p_value, False, spread))
+        changes.append(
+            gate.Change(
+                point=point,
+                metric=metric,
+                before=first,
+                after=second,
+                change=change,
+                low=low,
+                high=high,
+                p_value=p_value,
+                regressed=False,
+                noise=spread,
+            )
+        )
     return changes
 
 

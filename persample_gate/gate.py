@@ -287,16 +287,16 @@ def compare_pooled(baseline, candidate, *, earlier: list[dict], metrics) -> list
         shares = tuple(sorted(((point.id, float(w)) for (point, _), w in zip(keys, weights)), key=lambda s: -s[1]))
         changes.append(
             Change(
-                Pooled(method, device, len(keys), shares),
-                metric,
-                float(np.exp(log_before)),
-                float(np.exp(log_after)),
-                change,
-                low,
-                high,
-                p_value,
-                False,
-                noise.sd,
+                point=Pooled(method, device, len(keys), shares),
+                metric=metric,
+                before=float(np.exp(log_before)),
+                after=float(np.exp(log_after)),
+                change=change,
+                low=low,
+                high=high,
+                p_value=p_value,
+                regressed=False,
+                noise=noise.sd,
             )
         )
     return changes
@@ -366,16 +366,16 @@ def rows(baseline, candidate, *, history=(), metrics=METRICS) -> list[Change]:
             )
             changes.append(
                 Change(
-                    point,
-                    metric,
-                    float(np.median(before)),
-                    float(np.median(after)),
-                    change,
-                    low,
-                    high,
-                    p_value,
-                    False,
-                    spread and spread.sd,
+                    point=point,
+                    metric=metric,
+                    before=float(np.median(before)),
+                    after=float(np.median(after)),
+                    change=change,
+                    low=low,
+                    high=high,
+                    p_value=p_value,
+                    regressed=False,
+                    noise=spread and spread.sd,
                 )
             )
     return changes + compare_pooled(baseline, candidate, earlier=earlier, metrics=metrics)

@@ -30,17 +30,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from persample_gate import gate, history, workers
+from persample_gate.ab import DEFAULT_POINTS
 from persample_gate.gate import MIN_HISTORY
 from persample_gate.history import HISTORY_RUNS
 from persample_gate.runs import Point, Run
 
 SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)
-STUDY_POINTS = (
-    Point("simple_cnn", "vmap", 8, "cpu"),
-    Point("simple_cnn", "vmap", 32, "cpu"),
-    Point("mlp", "vmap", 64, "cpu"),
-    Point("tiny_transformer", "vmap", 64, "cpu"),
-)
+STUDY_POINTS = DEFAULT_POINTS  # the points ab judges by default: the study says how well it does there
 
 
 def as_run(name: str, trial: dict, fraction: float) -> Run:

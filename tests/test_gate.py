@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from persample_gate import gate, history
+from persample_gate.ab import DEFAULT_POINTS
 from persample_gate.runs import Point
 
 
@@ -85,12 +86,7 @@ def test_a_shift_within_the_noise_between_runs_is_not_flagged_but_a_larger_one_i
     assert known.regressed and known.low > 0.3
 
 
-POINTS = [
-    Point("simple_cnn", "vmap", 8, "cpu"),
-    Point("simple_cnn", "vmap", 32, "cpu"),
-    Point("mlp", "vmap", 64, "cpu"),
-    Point("tiny_transformer", "vmap", 64, "cpu"),
-]
+POINTS = list(DEFAULT_POINTS)  # the points persample ab and sensitivity judge by default
 
 
 def _runs(name, offsets, seed):

@@ -1,4 +1,4 @@
-"""How exact a computation in each precision can be: what a method's gradients are held to.
+"""Numeric tolerance: how exact a computation in each precision can be, what a method's gradients are held to.
 
 Used by the float64 reference check (``reference``) and by the guard on hook
 methods (``guard``), which compares two computations in the method's own precision.
