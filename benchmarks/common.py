@@ -2,10 +2,9 @@
 
 asv installs the package from the commit under test and takes this suite from
 today's tree. Only the code under test, ``persample_core``, may come from that
-commit: the code that times (``persample_bench``, and the run format of
-``persample_gate``) is loaded from today's tree beside this suite, so every
-commit is timed by today's rules (heap policy, interleaving, warm-up) and a
-change to the harness shows in no commit's history.
+commit: the code that times (``persample_bench``, with its run format) is
+loaded from today's tree beside this suite, so every commit is timed by
+today's rules (heap policy, interleaving, warm-up) and a change to the harness shows in no commit's history.
 
 Device handling lives here once. Nothing here touches CUDA at import: asv
 imports this suite to discover it and, with ``--launch-method forkserver``,
@@ -28,7 +27,7 @@ import torch
 from asv_runner.benchmarks.mark import SkipNotImplemented
 
 REPO = Path(__file__).resolve().parents[1]
-TODAYS = ("persample_gate", "persample_bench")  # in import order: the harness imports the run format
+TODAYS = ("persample_bench",)  # the harness, with the run format (persample_bench.runformat)
 
 
 def from_todays_tree(name: str):
@@ -46,7 +45,7 @@ for _name in TODAYS:
     if Path(getattr(sys.modules.get(_name), "__file__", "") or "").parent != REPO / _name:
         from_todays_tree(_name)
 
-from persample_gate.runs import BASELINE, Point  # noqa: E402, F401 (today's tree, loaded above; BASELINE for per_sample_grads)
+from persample_bench.runformat import BASELINE, Point  # noqa: E402, F401 (today's tree, loaded above; BASELINE for per_sample_grads)
 
 # The commit's persample_core may predate any name today's harness needs; then
 # every point skips with the reason instead of the whole suite failing to import.
@@ -54,7 +53,7 @@ try:
     from persample_bench.grid import current_sweep, in_sweep
     from persample_bench.precision import Precision, statistic  # noqa: F401 (for per_sample_grads.py)
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import CLOCKS, clock_for, is_out_of_memory, measure  # noqa: F401
+    from persample_bench.timing import CLOCKS, clock_for, measure  # noqa: F401
     from persample_core import MethodUnavailable
 except ImportError as err:
     MISSING: ImportError | None = err
@@ -153,6 +152,8 @@ class PointBenchmark:
         except (ImportError, AttributeError) as err:
             raise SkipNotImplemented(f"this commit's persample_core lacks what {point.id} needs: {err}") from err
         except (RuntimeError, MemoryError) as err:
+            from persample_core import is_out_of_memory  # here: an older core lacks it, and only this point then fails
+
             if is_out_of_memory(err):
                 raise SkipNotImplemented(f"{point.id} runs out of memory: {err}") from err
             raise

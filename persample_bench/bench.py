@@ -18,8 +18,8 @@ import torch
 
 from persample_bench.memory import peak_bytes
 from persample_bench.prepare import prepare_point
-from persample_bench.timing import is_out_of_memory, plan, reached
-from persample_core import BASELINE, MethodUnavailable
+from persample_bench.timing import plan, reached
+from persample_core import BASELINE, MethodUnavailable, is_out_of_memory
 
 INTERLEAVED = {"vmap"}  # timed in rounds with the baseline: the suite's question, and the gate's speedup rows
 
@@ -48,7 +48,7 @@ def seconds(fn, clock) -> float:
 
 def time_point(benchmark, point, settings) -> dict:
     """Check, prepare and time ``point`` with pytest-benchmark's ``benchmark`` fixture (whose clock the plugin
-    set for the point's device); its extra_info. ``settings``: the run's ``plugin.Settings``."""
+    set for the point's device); its extra_info. ``settings``: the session's ``settings.Settings``."""
     how = {"heap": settings.heap, "progress": settings.progress}
     prepared = prepare_or_skip(point, **how)
     benchmark.group = f"{point.workload} {point.device} B={point.batch_size}"

@@ -23,10 +23,10 @@ import os
 from dataclasses import dataclass
 
 from persample_bench.precision import Precision
+from persample_bench.runformat import Point
 from persample_core.methods import BASELINE, METHODS
 from persample_core.validate import check_choice
 from persample_core.workloads import DEFAULT_WORKLOAD
-from persample_gate.runs import Point
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_SWEEP = "mission"

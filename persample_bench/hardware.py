@@ -1,6 +1,6 @@
 """What machine this is, as the measuring process sees it: recorded with every run.
 
-``machine_info()`` holds the hardware (the fields ``persample_gate.machine``
+``machine_info()`` holds the hardware (the fields ``persample_bench.runformat``
 compares runs by), the software versions and the numerics settings of this
 process. The GPU is named as torch names it.
 """
@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from persample_gate.machine import cpu_model, hardware_id, nvidia_smi
+from persample_bench.runformat import cpu_model, hardware_id, nvidia_smi
 
 
 def gpu_name() -> str | None:

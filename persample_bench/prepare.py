@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from persample_bench.memory import KEPT_HEAP, apply_heap_policy
+from persample_bench.runformat import FLOOR, Point
 from persample_bench.timing import floor, synchronized, trainable_numel
 from persample_core import assert_matches_reference, compile_seconds, make_workload, prepare
-from persample_gate.runs import FLOOR, Point
 
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 12345

@@ -45,15 +45,6 @@ def synchronized(fn, device):
     return call
 
 
-def is_out_of_memory(err: BaseException) -> bool:
-    """True for CUDA's OutOfMemoryError and the CPU allocator's failure alike."""
-    if isinstance(err, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(err, (RuntimeError, MemoryError)) and (
-        "out of memory" in str(err) or "can't allocate memory" in str(err) or isinstance(err, MemoryError)
-    )
-
-
 def trainable_numel(model) -> int:
     """P: the number of trainable parameter entries, so B x P floats of per-sample gradients."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

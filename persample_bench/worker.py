@@ -32,8 +32,7 @@ import sys
 import time
 from dataclasses import replace
 
-from persample_gate.runs import Point
-from persample_gate.workers import REFUSED, UNUSABLE
+from persample_bench.runformat import REFUSED, UNUSABLE, Point
 
 
 def _prepared(request: dict) -> tuple[dict, dict, object, object]:

@@ -4,7 +4,15 @@ The public API below is what the benchmark suites rely on, also when asv runs
 today's benchmarks against an older commit of this package: keep it stable.
 """
 
-from persample_core.methods import BASELINE, METHODS, MethodUnavailable, compile_seconds, per_sample_grads, prepare
+from persample_core.methods import (
+    BASELINE,
+    METHODS,
+    MethodUnavailable,
+    compile_seconds,
+    is_out_of_memory,
+    per_sample_grads,
+    prepare,
+)
 from persample_core.reference import (
     TOLERANCES,
     Comparison,
@@ -20,6 +28,7 @@ __all__ = [
     "METHODS",
     "MethodUnavailable",
     "compile_seconds",
+    "is_out_of_memory",
     "per_sample_grads",
     "prepare",
     "TOLERANCES",

@@ -306,7 +306,9 @@ BASELINE = "loop"
 HOOK_METHODS = ("expanded_weights", "opacus")
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for running out of memory, CUDA's or the CPU allocator's: an error of the batch's size, not of a method
+    (the suites skip such a point, ``prepare`` raises it as it is)."""
     return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or any(
         words in str(err) for words in ("out of memory", "can't allocate memory")
     )
@@ -360,7 +362,7 @@ def _declining_failures(method, compute, model, loss_fn):
         except MethodUnavailable:
             raise
         except Exception as err:
-            if method == BASELINE or _is_out_of_memory(err) or not loop_computes(inputs, targets):
+            if method == BASELINE or is_out_of_memory(err) or not loop_computes(inputs, targets):
                 raise
             raise MethodUnavailable(f"{method} fails where the loop does not, {_failure(err, model)}") from err
 

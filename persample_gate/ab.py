@@ -43,10 +43,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from persample_bench.runformat import BASELINE, HistoryError, Point, hardware_differences
 from persample_gate import gate, workers
 from persample_gate.history import HardwareMismatch
-from persample_gate.machine import hardware_differences
-from persample_gate.runs import BASELINE, HistoryError, Point
 
 # The mission's pair where it is resolved best on a shared CPU: cheap rounds (many of them in a slice) on three
 # architectures (docs/studies/2026-12-03-ab.md).

@@ -16,20 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from persample_gate import ab, gate, history, sensitivity, workers
-from persample_gate.gate import (
-    DEFAULT_ALPHA,
-    DEFAULT_THRESHOLDS,
-    GROSS,
-    MIN_HISTORY,
-    PRIMARY_SHARE,
-    SHOWN_AS,
-    Pooled,
-    compare_runs,
-    format_changes,
-    primary,
-)
-from persample_gate.machine import this_hardware_id
+from persample_bench.runformat import HEAPS, TIMERS, positive, this_hardware_id
+from persample_gate import ab, gate, history, sensitivity, verdicts, workers
+from persample_gate.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS
 
 STORAGE_HELP = "where runs are stored (default: .benchmarks), before or after the command"
 OK, REGRESSION, BAD_INPUT, NO_VERDICT, OTHER_HARDWARE, MEASUREMENT_FAILED = 0, 1, 2, 3, 4, 5
@@ -41,6 +30,7 @@ EXIT_CODES = {
     history.HardwareMismatch: OTHER_HARDWARE,
     history.HistoryError: BAD_INPUT,
 }
+OUTCOME_CODES = {"regression": REGRESSION, "ok": OK, "no verdict": NO_VERDICT}  # of a verdicts.Verdict
 
 
 def _fraction(text: str) -> float:
@@ -50,16 +40,6 @@ def _fraction(text: str) -> float:
         value = -1.0
     if not 0 < value < 10:
         raise argparse.ArgumentTypeError(f"{text!r} is not a threshold; give a fraction such as 0.1 or 10%")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
 
@@ -96,66 +76,10 @@ def compare(args) -> int:
         previous, newest = history.latest_two(args.storage, this_hardware_id())
         paths = (history.resolve(args.baseline, args.storage), newest) if args.baseline else (previous, newest)
     baseline, candidate = (history.load(path) for path in paths)
-    history.check_comparable(baseline, candidate)
-    earlier, unreadable = history.preceding(baseline, candidate)
     thresholds = {"ratio": args.threshold_ratio, "time": args.threshold_time}
-    changes = compare_runs(baseline, candidate, alpha=args.alpha, history=earlier, thresholds=thresholds)
-    print(f"baseline  {baseline.path} (commit {baseline.commit[:10]})")
-    print(f"candidate {candidate.path} (commit {candidate.commit[:10]})")
-    print(
-        f"hardware  {baseline.machine.get('hardware_id')}, {baseline.machine.get('torch_threads')} torch thread(s), "
-        f"{baseline.machine.get('timer', 'wall')} clock"
-    )
-    known = len(earlier) >= MIN_HISTORY
-    if known:
-        print(f"noise between runs ('run to run'): from the {len(earlier)} runs stored up to the baseline")
-    else:
-        print(
-            f"no verdict yet: the noise between runs on this hardware is learnt from {MIN_HISTORY} comparable runs "
-            f"stored up to the baseline, and {len(earlier)} are; store {MIN_HISTORY - len(earlier)} more of unchanged "
-            "code (tox -e bench), or measure both versions side by side now: persample ab <git ref>. Until then "
-            f"only a speedup {1 + GROSS:g}x worse is called a regression."
-        )
-    if unreadable:
-        print(f"left out of the noise estimate, unreadable: {', '.join(str(path) for path in unreadable)}")
-    regressions = verdict(changes, alpha=args.alpha, thresholds=thresholds)
-    return REGRESSION if regressions else OK if known else NO_VERDICT
-
-
-def verdict(changes, *, alpha: float, thresholds: dict) -> list:
-    """Print how the rows were judged, their table and the verdict; the regressions."""
-    print(
-        f"change: + is slower; regression: p over all {len(changes)} rows < {alpha} "
-        f"and the interval reaches {thresholds['ratio']:.0%} (speedup) / {thresholds['time']:.0%} (time)"
-    )
-    shares = f"; pooled speedup rows share {PRIMARY_SHARE:.0%} of {alpha}" if any(map(primary, changes)) else ""
-    print(
-        f"'p, all rows': the row's p adjusted for all the rows (weighted Holm{shares}), so that unchanged code "
-        f"fails the gate at most {alpha:.0%} of the time"
-    )
-    pooled = {c.point.weighted for c in changes if isinstance(c.point, Pooled)}
-    if True in pooled:
-        print(
-            "'weighted geomean of N' rows: a method over its N points both runs have, each weighted by "
-            "1 / (its run-to-run spread)^2, against the spread of that mean between the stored runs"
-        )
-    if False in pooled:
-        print("'geomean of N' rows: a method over its N points, alike, tested as a point is")
-    print()
-    print(format_changes(changes))
-    regressions = [c for c in changes if c.regressed]
-    for change in regressions:
-        if isinstance(change.point, Pooled):
-            print(
-                f"{change.point.id}, {SHOWN_AS[change.metric]}: weighs most "
-                + ", ".join(f"{point} {weight:.0%}" for point, weight in change.point.weights[:3])
-            )
-    common = len({c.point for c in changes if not isinstance(c.point, Pooled)})
-    print(
-        f"\n{len(regressions)} regression(s) in {common} common point(s)"
-        + ("" if common else "; the runs share no point: were they made with the same sweep?")
-    )
-    return regressions
+    verdict = verdicts.judge_stored(baseline, candidate, thresholds=thresholds, alpha=args.alpha)
+    print(verdicts.describe(verdict))
+    return OUTCOME_CODES[verdict.outcome]
 
 
 def ab_command(args) -> int:
@@ -197,7 +121,8 @@ def ab_command(args) -> int:
     )
     thresholds = {"ratio": args.threshold_ratio, "time": args.threshold_time}
     changes = gate.judge(ab.changes_of(answers), thresholds=thresholds, alpha=args.alpha)
-    return REGRESSION if verdict(changes, alpha=args.alpha, thresholds=thresholds) else OK
+    print(verdicts.describe_rows(changes, alpha=args.alpha, thresholds=thresholds))
+    return REGRESSION if any(change.regressed for change in changes) else OK
 
 
 def runs(args) -> int:
@@ -291,7 +216,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--seconds",
-        type=_positive,
+        type=positive,
         default=ab.DEFAULT_SECONDS,
         help=f"seconds each point is timed in each process, in turns of {ab.SLICE:g} s "
         f"(default: {ab.DEFAULT_SECONDS:g})",
@@ -299,13 +224,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=_count(1), default=1, help="torch threads (default: 1)")
     p.add_argument(
         "--timer",
-        choices=("cpu", "wall"),
+        choices=TIMERS,
         default="cpu",
         help="clock of CPU points (default: cpu, with one thread: what ab's pairs were studied on, and the clock a "
         "shared machine moves least; the pytest suite's --persample-timer defaults to wall, what a plain program "
         "measures)",
     )
-    p.add_argument("--heap", choices=("kept", "system"), default="kept", help="heap policy (default: kept)")
+    p.add_argument("--heap", choices=HEAPS, default="kept", help="heap policy (default: kept)")
     _judging(p, ratio=ab.THRESHOLD_RATIO, why=": pairs taking turns resolve 5%%, runs stored apart do not")
     p.add_argument("--save", metavar="FILE", help="also write every worker's rounds to FILE (JSON)")
     p.set_defaults(run=ab_command)

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import stats
 
-from persample_gate.summary import render
+from persample_bench.summary import render
 
 METRICS = ("ratio", "time")
 SHOWN_AS = {"ratio": "speedup", "time": "time"}  # the ratio is shown as the speedup users know

@@ -16,8 +16,15 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from persample_gate.machine import hardware_differences, this_hardware_id
-from persample_gate.runs import HistoryError, Run, load, read_json
+from persample_bench.runformat import (
+    HistoryError,
+    Run,
+    hardware_differences,
+    load,
+    read_json,
+    setting_differences,
+    this_hardware_id,
+)
 
 DEFAULT_STORAGE = Path(".benchmarks")
 
@@ -90,10 +97,6 @@ def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple
     return runs[-2], runs[-1]
 
 
-# How a run was timed, and what runs that do not say it used: the wall clock, the kept heap.
-SETTINGS = {"torch_threads": None, "timer": "wall", "heap_policy": "kept"}
-
-
 class SettingsMismatch(HistoryError):
     """Two runs were timed differently (threads, clock)."""
 
@@ -106,11 +109,7 @@ def check_comparable(a: Run, b: Run) -> None:
             f"{a.name} and {b.name} come from different hardware ({'; '.join(differences)}); "
             "compare runs of one machine only"
         )
-    settings = [
-        f"{key}: {a.machine.get(key, default)!r} != {b.machine.get(key, default)!r}"
-        for key, default in SETTINGS.items()
-        if a.machine.get(key, default) != b.machine.get(key, default)
-    ]
+    settings = setting_differences(a.machine, b.machine)
     if settings:
         raise SettingsMismatch(
             f"{a.name} and {b.name} were timed differently ({'; '.join(settings)}); "

@@ -23,8 +23,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from persample_gate.runs import Point
-from persample_gate.summary import derive, format_bytes, format_seconds, interleaved_speedup
+from persample_bench.runformat import Point
+from persample_bench.summary import derive, format_bytes, format_seconds, interleaved_speedup
 
 PLOTS_EXTRA = "pip install 'persample-core[plots]'"
 REFERENCE = "B x P gradients"  # the memory figure's dotted line

@@ -8,7 +8,7 @@ across the runs with the gate's verdicts marked, and links to the raw runs.
 Each run is judged as ``persample compare`` would judge it against the run
 stored before it on the same hardware: ``compare_runs`` at the default
 thresholds, the noise between runs learnt from the runs ``history.preceding``
-finds up to that one.
+finds up to that one (``verdicts.judge_stored``).
 
 The page stands alone: figures inline as SVG with their text kept as text
 (it can be searched, and read by a test), styles inline, no script, nothing
@@ -24,16 +24,16 @@ import os
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from persample_bench.runformat import HistoryError, Run, load
+from persample_bench.summary import LEFT_ALIGNED, render, summary_rows
 from persample_gate import history, plots
-from persample_gate.gate import MIN_HISTORY, compare_runs, format_changes
-from persample_gate.runs import HistoryError, Run, load
-from persample_gate.summary import LEFT_ALIGNED, render, summary_rows
+from persample_gate.gate import MIN_HISTORY, format_changes
+from persample_gate.verdicts import Verdict, judge_stored
 
 GENERATOR = "persample report"  # in the page's <meta name="generator">: a page this command may rewrite
 
@@ -83,33 +83,15 @@ def list_runs(storage) -> int:
     return 0
 
 
-@dataclass
-class Verdict:
-    """The gate on one stored run against the run stored before it on the same hardware."""
-
-    run: Run
-    against: Run | None = None
-    changes: list = field(default_factory=list)  # compare_runs' rows; none where not compared
-    learnt_from: int = 0  # runs stored up to ``against`` that the noise between runs was learnt from
-    note: str = ""  # why it was not compared
-
-    @property
-    def regressions(self) -> list:
-        return [change for change in self.changes if change.regressed]
-
-
-def judge(runs: list[Run]) -> list[Verdict]:
+def verdicts_of(runs: list[Run]) -> list[Verdict]:
     """Each of ``runs`` (one hardware, oldest first) gated against the one before it, as ``persample compare``."""
-    verdicts = [Verdict(runs[0], note="the first run of this hardware: nothing to compare with")] if runs else []
+    said = [Verdict(runs[0], note="the first run of this hardware: nothing to compare with")] if runs else []
     for before, after in zip(runs, runs[1:]):
         try:
-            history.check_comparable(before, after)
+            said.append(judge_stored(before, after))  # unreadable runs are named among the runs left out
         except HistoryError as err:
-            verdicts.append(Verdict(after, before, note=f"not compared: {err}"))
-            continue
-        earlier, _ = history.preceding(before, after)  # unreadable ones are named among the runs left out
-        verdicts.append(Verdict(after, before, compare_runs(before, after, history=earlier), len(earlier)))
-    return verdicts
+            said.append(Verdict(after, before, note=f"not compared: {err}"))
+    return said
 
 
 def svg(fig, name: str) -> str:
@@ -187,8 +169,8 @@ def _history(hardware: str, runs: list[Run], verdicts: list[Verdict]) -> str:
     )
     rows = [
         (
-            *run_row(verdict.run)[:3],
-            verdict.against.id if verdict.against else "-",
+            *run_row(verdict.candidate)[:3],
+            verdict.baseline.id if verdict.baseline else "-",
             _noise(verdict),
             _verdict_cell(verdict),
         )
@@ -266,7 +248,7 @@ def page(storage, runs: list[Run], left_out: list[str], out: Path) -> str:
         for workload, fig in plots.hardware_figures(newest)
     )
     parts.append(f'<section id="side-by-side"><h2>Every hardware side by side</h2>{side}</section>')
-    parts += [_section(hardware, group, judge(group)) for hardware, group in groups.items()]
+    parts += [_section(hardware, group, verdicts_of(group)) for hardware, group in groups.items()]
     rows = [(*run_row(run)[:-1], _link(run, out)) for run in runs]
     parts.append(
         '<section id="runs"><h2>Raw runs</h2><p>The pytest-benchmark JSON files, with every round.</p>'

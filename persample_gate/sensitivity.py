@@ -29,11 +29,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from persample_bench.runformat import TIMERS, Point, Run
 from persample_gate import gate, history, workers
 from persample_gate.ab import DEFAULT_POINTS
 from persample_gate.gate import MIN_HISTORY
 from persample_gate.history import HISTORY_RUNS
-from persample_gate.runs import Point, Run
 
 SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)
 STUDY_POINTS = DEFAULT_POINTS  # the points ab judges by default: the study says how well it does there
@@ -218,7 +218,12 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
         help="gate thresholds to report (default: 0.10 0.05)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
-    parser.add_argument("--timer", default="cpu", help="wall or cpu, as the suite's --timer (default: cpu)")
+    parser.add_argument(
+        "--timer",
+        choices=TIMERS,
+        default="cpu",
+        help="clock of CPU points (default: cpu, as persample ab's, and for its reason: see persample ab --help)",
+    )
     parser.add_argument("--save", metavar="FILE", help="also write the raw rounds of every trial to FILE (JSON)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--load", metavar="FILE", help="gate the trials saved in FILE instead of measuring anew")

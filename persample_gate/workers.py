@@ -15,8 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-REFUSED = 2  # a worker's exit status for a request it cannot measure
-UNUSABLE = 3  # ... for code it cannot run: no torch in its Python, or a persample_core without what it needs
+from persample_bench.runformat import REFUSED, UNUSABLE
 
 
 class WorkerFailed(Exception):

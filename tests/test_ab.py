@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from persample_bench.runformat import HistoryError, Point
 from persample_gate import ab, cli, gate
 from persample_gate.history import HardwareMismatch
-from persample_gate.runs import HistoryError, Point
 from tests.conftest import REPO, persample
 
 POINTS = [

@@ -18,11 +18,11 @@ from asv_runner.benchmarks.mark import SkipNotImplemented  # noqa: E402
 from asv_runner.discovery import disc_benchmarks  # noqa: E402
 
 from persample_bench.grid import axes, in_sweep  # noqa: E402
+from persample_bench.runformat import BASELINE, Point  # noqa: E402
 from persample_bench.timing import slowed  # noqa: E402
 from persample_core import methods  # noqa: E402
 from persample_core.methods import MethodUnavailable  # noqa: E402
 from persample_core.reference import ReferenceMismatch  # noqa: E402
-from persample_gate.runs import BASELINE, Point  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from persample_bench.runformat import hardware_id, this_machine
 from persample_gate import cli
-from persample_gate.machine import hardware_id, this_machine
 from tests.conftest import persample
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from persample_bench.runformat import Point
 from persample_gate import gate, history
 from persample_gate.ab import DEFAULT_POINTS
-from persample_gate.runs import Point
 
 
 def lognormal(median, n, seed, spread=0.05):

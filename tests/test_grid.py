@@ -3,7 +3,7 @@
 import pytest
 
 from persample_bench.grid import axes, check_methods, current_sweep, in_sweep, points
-from persample_gate.runs import Point
+from persample_bench.runformat import Point
 
 
 def test_grid_is_one_definition_for_both_suites():

@@ -3,8 +3,8 @@
 import json
 import shutil
 
+from persample_bench.runformat import HistoryError, load
 from persample_gate import history
-from persample_gate.runs import HistoryError, load
 
 
 def test_runs_are_found_where_pytest_benchmark_stores_them_oldest_first(recorded):

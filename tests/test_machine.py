@@ -1,6 +1,6 @@
 """Which hardware a run comes from, told without torch."""
 
-from persample_gate import machine as hardware
+from persample_bench import runformat as hardware
 
 
 def test_hardware_mismatch_names_the_fields():

@@ -20,7 +20,7 @@ def test_cpu_peak_memory_sees_the_call_and_not_what_came_before():
 
 FAULTS_PER_CALL = """
 import resource
-from persample_gate.runs import Point
+from persample_bench.runformat import Point
 from persample_bench.prepare import prepare_point
 point = prepare_point(Point("mlp", "vmap", 64, "cpu"))  # keeps the heap, checks, warms up
 for _ in range(5):  # faults per call, as timed rounds would be

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 import persample_core.methods as methods
 from persample_bench.prepare import prepare_point
+from persample_bench.runformat import Point
 from persample_core import MethodUnavailable, compile_seconds, make_workload, per_sample_grads, prepare
 from persample_core.methods import HOOK_METHODS
 from persample_core.zoo import make_specimen
-from persample_gate.runs import Point
 
 pytest_plugins = ["pytester"]
 

@@ -69,7 +69,7 @@ def test_a_timed_run_shows_progress_and_the_summary(timed):
 
 
 def test_the_estimate_follows_the_plan_at_first_and_the_points_pace_later():
-    from persample_bench.plugin import remaining
+    from persample_bench.progress import remaining
 
     # A 30 s compile in the first point planned at 6 s: the estimate stays within a few times the plan's 600 s...
     assert 600 < remaining(elapsed=30, planned=6, left=600) < 4 * 600

@@ -5,7 +5,7 @@ import torch
 
 from persample_bench import prepare as suite
 from persample_bench.bench import prepare_or_skip
-from persample_gate.runs import Point
+from persample_bench.runformat import Point
 
 
 def test_every_point_is_timed_through_the_synchronising_wrapper(monkeypatch):

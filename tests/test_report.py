@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from persample_bench.runformat import hardware_id, load
 from persample_gate import cli, history, plots, report
 from persample_gate.gate import compare_runs
-from persample_gate.machine import hardware_id
-from persample_gate.runs import load
 from tests.browser import chromium
 from tests.conftest import REPO
 
@@ -140,7 +139,7 @@ def test_with_no_usable_run_each_is_named_and_no_page_is_written(tmp_path, capsy
 def test_a_run_timed_differently_is_shown_but_not_compared():
     runs = [load(path) for path in RECORDED[:2]]
     runs[1].machine = {**runs[1].machine, "torch_threads": 2}
-    first, second = report.judge(runs)
+    first, second = report.verdicts_of(runs)
     assert first.note.startswith("the first run") and not first.changes
     assert "not compared" in second.note and "timed differently (torch_threads: 1 != 2" in second.note
     assert not second.changes

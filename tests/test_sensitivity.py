@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from persample_bench.runformat import Point, Run
 from persample_gate import cli, gate
-from persample_gate.runs import Point, Run
 from persample_gate.sensitivity import flagged, format_study, scaled
 from tests.conftest import persample
 from tests.test_gate import POINT, _run

@@ -1,7 +1,7 @@
 """Derived figures and the summary table, from the stored rounds."""
 
-from persample_gate.runs import Point
-from persample_gate.summary import derive, interleaved_speedup, summary_table
+from persample_bench.runformat import Point
+from persample_bench.summary import derive, interleaved_speedup, summary_table
 
 
 def test_derived_figures():

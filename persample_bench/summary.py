@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
-from persample_gate.runs import BASELINE, FLOOR, Point
+from persample_bench.runformat import BASELINE, FLOOR, Point
 
 
 def interleaved_speedup(method_rounds, baseline_rounds) -> float:

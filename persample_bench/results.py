@@ -1,0 +1,114 @@
+"""What a session's points leave: the run's machine info and derived figures in the stored JSON, and the summary.
+
+A hook plugin the suite's plugin registers for every session. Its
+pytest-benchmark hooks are optional (an environment with the library alone has
+no pytest-benchmark), and each acts on the suite's own points only: another
+project's benchmarks in the same session are stored as pytest-benchmark would
+store them. The format written is ``persample_bench.runformat``'s.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from persample_bench.settings import Settings
+
+SETTINGS = pytest.StashKey[Settings]()
+
+
+def _interleaved(timed) -> dict:
+    """``{point: speedup}`` of the points timed in rounds with the loop, from ``(point, rounds, extra_info)``."""
+    from persample_bench.summary import interleaved_speedup
+
+    return {
+        point: interleaved_speedup(rounds, info["baseline_rounds"])
+        for point, rounds, info in timed
+        if "baseline_rounds" in info
+    }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config, machine_info):
+    settings = config.stash[SETTINGS]
+    if settings.records or settings.heap_said is not None:
+        machine_info["persample"] = settings.machine_info()
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
+    """``--benchmark-compare`` against a persample run of other hardware is refused, naming what differs."""
+    theirs = compared_benchmark.get("machine_info", {}).get("persample")
+    if theirs is None:
+        return
+    from persample_bench.runformat import hardware_differences
+
+    differences = hardware_differences(config.stash[SETTINGS].machine_info(), theirs)
+    if differences:
+        raise pytest.UsageError(
+            f"--benchmark-compare: that run comes from other hardware ({'; '.join(differences)}); name a run of "
+            "this machine (persample runs lists them with their hardware)"
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Each point's raw rounds and derived figures (time per sample, speedup, multiple of the floor) in the stored
+    run. The gate tests on the rounds, so the suite's points carry them whatever ``--benchmark-save-data`` says."""
+    from persample_bench.runformat import POINT_FIELDS, Point
+    from persample_bench.summary import derive
+
+    machine = output_json["machine_info"].get("persample")
+    ours = [bench for bench in output_json["benchmarks"] if set(POINT_FIELDS) <= bench["extra_info"].keys()]
+    if machine is None or not ours:
+        return
+    rounds = {bench.fullname: bench.stats.data for bench in benchmarks}
+    for bench in ours:
+        bench["stats"].setdefault("data", list(rounds[bench["fullname"]]))
+    by_point = {Point.of(bench["extra_info"]): bench for bench in ours}
+    medians = {point: bench["stats"]["median"] for point, bench in by_point.items()}
+    interleaved = _interleaved(
+        (point, bench["stats"]["data"], bench["extra_info"]) for point, bench in by_point.items()
+    )
+    derived = derive(medians, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved)
+    for point, figures in derived.items():
+        by_point[point]["extra_info"].update(figures)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    settings = config.stash[SETTINGS]
+    if not settings.records:
+        return
+    from persample_bench.summary import summary_table
+
+    machine, records = settings.machine_info(), settings.records
+    medians = {point: bench.stats.stats.median for point, bench in records.items()}
+    interleaved = _interleaved((point, bench.stats.stats.data, bench.extra_info) for point, bench in records.items())
+    memory = {p: (b.extra_info.get("peak_memory_bytes"), b.extra_info["gradient_bytes"]) for p, b in records.items()}
+    gated, plain = settings.precision(gated=True), settings.precision(gated=False)
+    terminalreporter.section(
+        f"persample summary: {settings.sweep} sweep, {machine['torch_threads']} torch thread(s), {settings.timer} "
+        f"clock, heap {settings.heap}"
+    )
+    terminalreporter.write_line(
+        f"each point timed until its median is known within +-{gated.target:.0%} (speedup points) / "
+        f"+-{plain.target:.0%} (others), or for {gated.max_time:g} s / {plain.max_time:g} s; "
+        f"{machine['hardware_id']}, torch {machine['torch_version']}"
+    )
+    terminalreporter.write_line(
+        summary_table(
+            medians, memory, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved
+        )
+    )
+    short = [point.id for point, bench in sorted(records.items()) if not bench.extra_info["resolved"]]
+    if short:
+        terminalreporter.write_line(
+            f"\nshort of the precision ({len(short)}): {', '.join(short)}; their medians are rougher (a larger "
+            "--persample-max-time gives them more rounds)"
+        )
+    compiled = {p: b.extra_info["compile_seconds"] for p, b in records.items() if b.extra_info.get("compile_seconds")}
+    if compiled:
+        terminalreporter.write_line(
+            "\ncompile time, spent in warm-up and kept out of the medians: "
+            + ", ".join(f"{point.id} {seconds:.1f} s" for point, seconds in sorted(compiled.items()))
+        )

@@ -1,0 +1,239 @@
+"""The run format: what the harness writes and the gate reads, in one module with no torch.
+
+A run is pytest-benchmark JSON with the raw rounds of each point. This module
+holds everything both sides must agree on to read one: what a point is and its
+id, the names of the baseline and the floor, the hardware a run records and its
+id, the settings that make two runs comparable and their values, and a worker's
+exit codes. The harness (``persample_bench``) imports nothing of the gate
+(``persample_gate``); the gate imports this module and ``persample_bench.summary``
+only, and no torch (tests/test_layout.py holds both). What the speedup is taken
+over (``baseline``) and the name of the floor come from the run itself, so a
+reader never needs the methods' code.
+
+The hardware: ``HARDWARE_KEYS`` are the fields of a run's machine info that
+must agree before two runs may be compared, and ``hardware_id`` names them in
+one folder-safe string, since pytest-benchmark's own machine id (OS, Python,
+word size) cannot tell two GPUs, or two CPU models, apart. The harness records
+the GPU as torch sees it (``persample_bench.hardware``); ``this_hardware_id``
+finds the same names through ``/proc/cpuinfo`` and ``nvidia-smi``, so that the
+gate can pick this machine's runs without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The method every speedup is over: persample_core.BASELINE, named here for readers without torch (the gate) and
+# for runs stored before they recorded it (tests/test_layout.py holds the two equal).
+BASELINE = "loop"
+FLOOR = "floor"  # the name the floor's points carry: a matmul of the batch, the least a method could cost
+
+# A measuring worker's exit status (persample_bench.worker), with one line on stderr:
+REFUSED = 2  # a request it cannot measure (a bad sweep, clock or point)
+UNUSABLE = 3  # code it cannot run: no torch in its Python, or a persample_core without what it needs
+
+# How a run is timed, as its machine info records it: two runs compare only where these agree. A run that does not
+# say used the value here (runs stored before the setting was recorded).
+# The pytest options' group, which both pytest plugins add to (persample_bench.plugin, persample_gate.pytest_plugin).
+OPTIONS_GROUP = ("persample", "persample: per-sample gradient benchmarks")
+
+TIMERS = ("wall", "cpu")  # persample_bench.timing.CLOCKS
+HEAPS = ("kept", "system")  # persample_bench.memory.HEAP_POLICIES
+COMPARED_SETTINGS = {"torch_threads": None, "timer": "wall", "heap_policy": "kept"}
+
+
+def setting_differences(a: dict, b: dict) -> list[str]:
+    """The ``COMPARED_SETTINGS`` on which two machine infos disagree, as 'setting: a != b'."""
+    return [
+        f"{key}: {a.get(key, default)!r} != {b.get(key, default)!r}"
+        for key, default in COMPARED_SETTINGS.items()
+        if a.get(key, default) != b.get(key, default)
+    ]
+
+
+def positive(text: str) -> float:
+    """A command line's positive number (a precision, a time cap, seconds), or argparse's error naming it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+class HistoryError(Exception):
+    """A run cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """One measurement: a method on a workload at a batch size on a device."""
+
+    workload: str
+    method: str
+    batch_size: int
+    device: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.workload}-{self.method}-B{self.batch_size}-{self.device}"
+
+    @classmethod
+    def of(cls, info: dict) -> Point:
+        """The point a benchmark's ``extra_info`` (``POINT_FIELDS``) names."""
+        return cls(*(info[name] for name in POINT_FIELDS))
+
+
+POINT_FIELDS = ("workload", "method", "batch_size", "device")  # in a stored benchmark's extra_info
+
+
+@dataclass
+class Run:
+    """One stored run: where it came from, its machine and its samples per point."""
+
+    path: Path
+    machine: dict  # the harness's machine_info (machine_info["persample"] in the JSON)
+    commit: str
+    samples: dict  # Point -> list of seconds per round
+    baseline_rounds: dict  # Point -> the baseline's seconds in the same rounds, where interleaved
+    extra: dict = field(default_factory=dict)  # Point -> the benchmark's extra_info
+    time: str = ""  # when it was run (ISO 8601)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def id(self) -> str:
+        """The saved id (``0003`` of pytest-benchmark's ``0003_<commit>_<date>.json``), or the file's stem."""
+        return self.path.stem.split("_", 1)[0]
+
+    @property
+    def baseline(self) -> str:
+        """The method every speedup in this run is taken over."""
+        return self.machine.get("baseline", BASELINE)
+
+    @property
+    def floor(self) -> str:
+        """The name the floor's points carry in this run."""
+        return self.machine.get("floor", FLOOR)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file, or a HistoryError naming it and what is wrong with it."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HistoryError(
+            f"{path}: no such file; pass a saved run id or the path of a pytest-benchmark JSON file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise HistoryError(f"{path}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise HistoryError(
+            f"{path}: truncated or corrupt JSON ({err.msg} at line {err.lineno}); "
+            "re-run the benchmark to store a new run"
+        ) from None
+
+
+def load(path) -> Run:
+    path = Path(path)
+    data = read_json(path)
+    try:
+        machine = data["machine_info"]["persample"]
+        samples, baseline, extra = {}, {}, {}
+        for bench in data["benchmarks"]:
+            info = bench["extra_info"]
+            point = Point.of(info)
+            samples[point], extra[point] = bench["stats"]["data"], info
+            if "baseline_rounds" in info:
+                baseline[point] = info["baseline_rounds"]
+    except (KeyError, TypeError) as err:
+        raise HistoryError(
+            f"{path}: not a persample run with raw rounds (missing {err}); "
+            "store runs with this project's suite (tox -e bench)"
+        ) from None
+    if not samples:
+        raise HistoryError(f"{path}: holds no timed benchmarks (a --benchmark-disable run?)")
+    return Run(
+        path,
+        machine,
+        (data.get("commit_info") or {}).get("id", "?"),
+        samples,
+        baseline,
+        extra,
+        data.get("datetime", ""),
+    )
+
+
+HARDWARE_KEYS = ("cpu_model", "gpu_name", "gpu_count")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def nvidia_smi(*fields: str) -> list[list[str]]:
+    """One row per GPU of ``nvidia-smi --query-gpu``; none where there is no NVIDIA driver."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [[cell.strip() for cell in line.split(",")] for line in out.splitlines() if line.strip()]
+
+
+def _visible(gpus: list) -> list:
+    """The GPUs CUDA shows this process: ``CUDA_VISIBLE_DEVICES`` by index, as torch would count them."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return gpus
+    chosen = [part.strip() for part in visible.split(",") if part.strip()]
+    if not chosen or chosen[0].startswith("-"):
+        return []
+    if all(part.isdecimal() for part in chosen):
+        return [gpus[int(part)] for part in chosen if int(part) < len(gpus)]
+    return gpus[: len(chosen)]  # UUIDs or MIG names: as many as named
+
+
+def this_machine() -> dict:
+    """The ``HARDWARE_KEYS`` of this machine, as the harness records them."""
+    gpus = _visible(nvidia_smi("name"))
+    return {"cpu_model": cpu_model(), "gpu_name": gpus[0][0] if gpus else None, "gpu_count": len(gpus)}
+
+
+def hardware_id(info: dict) -> str:
+    """A folder-safe name for the hardware in ``info``, e.g. ``AMD_EPYC--no-gpu``."""
+    gpu = f"{info['gpu_count']}x{info['gpu_name']}" if info.get("gpu_name") else "no-gpu"
+    return "--".join(re.sub(r"[^A-Za-z0-9.-]+", "_", part).strip("_") for part in (info["cpu_model"], gpu))
+
+
+def this_hardware_id() -> str:
+    """``hardware_id`` of the machine this runs on."""
+    return hardware_id(this_machine())
+
+
+def hardware_differences(a: dict, b: dict) -> list[str]:
+    """The hardware fields on which two machine infos disagree, as 'field: a != b'."""
+    return [f"{key}: {a.get(key)!r} != {b.get(key)!r}" for key in HARDWARE_KEYS if a.get(key) != b.get(key)]

@@ -1,0 +1,87 @@
+"""How a pytest session times its points: the options, read once, and what the run records of them.
+
+The plugin (``persample_bench.plugin``) makes one ``Settings`` per session
+from the command line; every point is timed by it (``persample_bench.bench``)
+and the run's machine info is taken from it. Nothing happens on reading it:
+the heap policy is applied by ``start``, which the first point's fixture calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Settings:
+    """How this session times its points, from the command line; shared by every point."""
+
+    sweep: str
+    methods: list
+    timer: str
+    heap: str
+    precision_target: float | None = None  # --persample-precision, where given: else the sweep's
+    max_time: float | None = None  # --persample-max-time, likewise
+    progress: Callable[[str], None] = print  # writes one line on the terminal, also while output is captured
+    records: dict = field(default_factory=dict)  # Point -> its benchmark fixture, once timed
+    points: dict = field(default_factory=dict)  # nodeid -> Point, as collected
+    started: float = field(default_factory=time.perf_counter)
+    heap_said: str | None = None  # what applying the heap policy did, once ``start`` has
+    _hardware: dict = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Apply the heap policy, once, before the first point is built (``memory.apply_heap_policy``)."""
+        if self.heap_said is None:
+            from persample_bench.memory import apply_heap_policy
+
+            self.heap_said = apply_heap_policy(self.heap)
+
+    def machine_info(self) -> dict:
+        """The run's ``machine_info["persample"]``: the hardware and software (read once) and how the run times."""
+        from persample_bench.hardware import machine_info
+        from persample_bench.runformat import FLOOR
+        from persample_core import BASELINE
+
+        if not self._hardware:
+            self._hardware.update(machine_info())
+        return {
+            **self._hardware,
+            "heap": self.heap_said,
+            "heap_policy": self.heap,
+            "timer": self.timer,
+            "sweep": self.sweep,
+            "baseline": BASELINE,
+            "floor": FLOOR,
+        }
+
+    def clock_name(self, point) -> str:
+        from persample_bench.timing import clock_for
+
+        return clock_for(self.timer, point.device)
+
+    def clock(self, point):
+        from persample_bench.timing import CLOCKS
+
+        return CLOCKS[self.clock_name(point)]
+
+    def precision(self, *, gated: bool):
+        """The sweep's precision for a point (``gated``: interleaved with the baseline), as the options change it."""
+        from dataclasses import replace
+
+        from persample_bench.grid import SWEEPS
+
+        chosen = SWEEPS[self.sweep].gated if gated else SWEEPS[self.sweep].plain
+        given = {"target": self.precision_target, "max_time": self.max_time}
+        return replace(chosen, **{name: value for name, value in given.items() if value is not None})
+
+    def cost(self, point) -> float:
+        """A point's seconds, roughly, for the progress line's estimate: its time cap, and the float64 check and the
+        fewest rounds, which grow with the batch."""
+        from persample_bench.bench import INTERLEAVED
+
+        return self.precision(gated=point.method in INTERLEAVED).max_time + point.batch_size / 16
+
+    def record(self, point, benchmark) -> None:
+        """Remember a timed point; medians are read once the run is over."""
+        self.records[point] = benchmark
