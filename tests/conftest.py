@@ -1,5 +1,7 @@
-import subprocess
-import sys
+import contextlib
+import io
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,17 +52,30 @@ def check_compiled_once(method, seed, batch_size=16):
         pytest.skip("vmap_compiled is checked once per workload (seed 0, batch 16): every point compiles anew")
 
 
-def persample(*args, cwd=REPO, env=None, timeout=120):
-    """``persample ARGS`` in a process of its own: (exit status, stdout and stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "persample_gate.cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
+def persample(*args, cwd=REPO, env=None):
+    """``persample ARGS`` run in this process (``cli.main``, as the console script runs it), in ``cwd``, with ``env``
+    as the environment where given: (exit status, stdout and stderr). In-process: a second interpreter would spend
+    a second importing scipy for each call, and the console script itself is run once (tests/test_cli.py)."""
+    from persample_gate import cli
+
+    out, saved_env, saved_cwd, saved_tmp = io.StringIO(), dict(os.environ), os.getcwd(), tempfile.tempdir
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        tempfile.tempdir = None  # read TMPDIR anew, as a fresh process would
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                code = cli.main([str(arg) for arg in args])
+            except SystemExit as exit:  # argparse's refusal of an option
+                code = exit.code
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        tempfile.tempdir = saved_tmp
+    return code, out.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,7 @@ def scratch(tmp_path):
 
 def test_same_code_on_both_sides_passes_and_leaves_nothing_behind(scratch):
     env, tmp = scratch
-    code, out = persample("ab", "HEAD", *CHEAP, env=env, timeout=300)
+    code, out = persample("ab", "HEAD", *CHEAP, env=env)
     assert code == cli.OK, out
     assert "baseline  A: persample_core of HEAD (" in out and "candidate B: persample_core of the working tree" in out
     assert "pair 3/3 (A / B): mlp-vmap-B1" in out and "0 regression(s) in 2 common point(s)" in out, out
@@ -122,7 +122,7 @@ def test_same_code_on_both_sides_passes_and_leaves_nothing_behind(scratch):
 
 def test_an_injected_slowdown_is_a_regression(scratch):
     env, tmp = scratch
-    code, out = persample("ab", "HEAD", *CHEAP, env={**env, ab.TEST_SLOWDOWN: "2.0"}, timeout=300)
+    code, out = persample("ab", "HEAD", *CHEAP, env={**env, ab.TEST_SLOWDOWN: "2.0"})
     assert code == cli.REGRESSION, out
     assert any(line.startswith("mlp-vmap-B1-cpu") and "speedup" in line and "REGRESSION" in line
                for line in out.splitlines()), out  # fmt: skip
@@ -143,7 +143,7 @@ def test_an_injected_slowdown_is_a_regression(scratch):
 )
 def test_bad_input_gets_one_line_and_its_own_exit_code(scratch, args, code, message):
     env, tmp = scratch
-    returned, out = persample("ab", *args, env=env, timeout=300)
+    returned, out = persample("ab", *args, env=env)
     assert returned == code and message in out, out
     assert no_temporary_folders(tmp)
 
@@ -157,7 +157,7 @@ def test_outside_a_git_repository_a_ref_cannot_be_had(scratch):
 def test_a_baseline_python_without_torch_is_named(scratch):
     env, tmp = scratch
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "bare")], check=True)
-    code, out = persample("ab", "--baseline-python", tmp / "bare" / "bin" / "python", *CHEAP, env=env, timeout=300)
+    code, out = persample("ab", "--baseline-python", tmp / "bare" / "bin" / "python", *CHEAP, env=env)
     assert code == cli.UNUSABLE and "has no torch; install it there" in out and "side A" in out, out
     assert no_temporary_folders(tmp)
 
@@ -172,7 +172,7 @@ def test_a_ref_whose_library_lacks_what_the_harness_needs_is_named(scratch):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "old"], check=True)
-    code, out = persample("ab", "HEAD", *CHEAP, cwd=repo, env=env, timeout=300)
+    code, out = persample("ab", "HEAD", *CHEAP, cwd=repo, env=env)
     assert code == cli.UNUSABLE and "lacks what today's harness needs" in out, out
     assert no_temporary_folders(tmp)
 

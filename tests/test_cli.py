@@ -1,6 +1,11 @@
 """``persample compare`` on recorded runs: verdicts, exit codes, and one-line refusals."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +153,11 @@ def test_storage_is_accepted_before_or_after_the_command(recorded, capsys, where
     code = cli.main([*storage, "runs"] if where == "before" else ["runs", *storage])
     listed = capsys.readouterr().out
     assert code == cli.OK and all(path.name in listed for path in recorded["unchanged"]), listed
+
+
+def test_the_console_script_runs_the_command(recorded):
+    """The other tests call ``cli.main`` in-process; this one runs ``persample`` as a user does."""
+    script = shutil.which("persample", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    assert script, "no persample console script beside this Python: pip install -e ."
+    done = subprocess.run([script, "runs", "--storage", str(recorded["storage"])], capture_output=True, text=True)
+    assert done.returncode == 0 and recorded["unchanged"][0].name in done.stdout, done.stdout + done.stderr

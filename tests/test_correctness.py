@@ -1,11 +1,14 @@
 """Every method on every workload agrees with the float64 reference."""
 
+import functools
+
 import pytest
 import torch
 
 from persample_core import (
     METHODS,
     WORKLOADS,
+    Comparison,
     ReferenceMismatch,
     assert_matches_reference,
     compare_with_reference,
@@ -13,10 +16,37 @@ from persample_core import (
     per_sample_grads,
     reference_grads,
 )
-from persample_core.reference import unstable_samples
+from persample_core.reference import Expected, compare, expect, unstable_samples
+from persample_core.tolerance import precision
 from tests.conftest import DEVICES, check_compiled_once
 
 pytestmark = pytest.mark.usefixtures("small_chunks")
+
+
+@functools.cache
+def expected(workload, batch_size, device, seed, dtype=torch.float32) -> Expected:
+    """The float64 reference of a workload and its samples at a kink: the same for every method, so computed once
+    per workload, batch, device, seed and dtype, not once per method (three loops in float64 each)."""
+    model, loss_fn, inputs, targets = make_workload(
+        workload, batch_size=batch_size, device=device, seed=seed, dtype=dtype
+    )
+    return expect(model, loss_fn, inputs, targets, precision(dtype, device))
+
+
+def matches_reference(method, workload, batch_size, device, seed, dtype=torch.float32) -> Comparison:
+    """``assert_matches_reference`` of ``method`` on a fresh workload, against the cached reference."""
+    made = make_workload(workload, batch_size=batch_size, device=device, seed=seed, dtype=dtype)
+    comparison = compare(
+        method, per_sample_grads(*made, method=method), expected(workload, batch_size, device, seed, dtype)
+    )
+    if not comparison.ok:
+        raise ReferenceMismatch(str(comparison))
+    return comparison
+
+
+def test_the_cached_reference_is_the_one_the_library_computes():
+    comparison = matches_reference("vmap", "simple_cnn", 16, "cpu", 1)
+    assert comparison == assert_matches_reference(*make_workload("simple_cnn", batch_size=16, seed=1), "vmap")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -25,9 +55,7 @@ pytestmark = pytest.mark.usefixtures("small_chunks")
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_matches_float64_reference_in_float32(method, workload, batch_size, device, seed):
     check_compiled_once(method, seed, batch_size)
-    comparison = assert_matches_reference(
-        *make_workload(workload, batch_size=batch_size, device=device, seed=seed), method
-    )
+    comparison = matches_reference(method, workload, batch_size, device, seed)
     assert comparison.errors.keys() == {n for n, _ in make_workload(workload, batch_size=1).model.named_parameters()}
     assert len(comparison.unstable) < batch_size or batch_size == 1
 
@@ -37,8 +65,7 @@ def test_method_matches_float64_reference_in_float32(method, workload, batch_siz
 def test_method_is_exact_in_float64_on_every_sample(method, workload, seed):
     """In float64 no kink is within rounding, so every sample is judged, at 1e-10."""
     check_compiled_once(method, seed)
-    workload = make_workload(workload, batch_size=32, dtype=torch.float64, seed=seed)
-    comparison = assert_matches_reference(*workload, method)
+    comparison = matches_reference(method, workload, 32, "cpu", seed, torch.float64)
     assert comparison.precision == "float64" and comparison.unstable == ()
 
 
