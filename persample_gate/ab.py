@@ -5,7 +5,7 @@ spread between pairs measured in the same run.
 extracted with ``git archive`` into a temporary folder) and the candidate's
 from the working tree; ``--baseline-python PATH`` runs the baseline in another
 environment (another torch). Either way the code that times is today's
-harness (``persample_bench``, from the tree this module comes from) on both
+harness (``persample_bench``, installed beside this module) on both
 sides: only the code under test differs, as asv times an old commit's package
 with today's benchmarks.
 
@@ -122,8 +122,8 @@ def candidate_core(repo: Path | None) -> Path:
 
 
 def todays_harness() -> Path:
-    """The folder holding today's ``persample_bench`` and ``persample_gate``: this module's."""
-    return Path(__file__).resolve().parent.parent
+    """Today's ``persample_bench``: the package beside this one (located, not imported: no torch here)."""
+    return Path(find_spec("persample_bench").origin).parent
 
 
 @dataclass
@@ -133,11 +133,14 @@ class Side:
     name: str
     python: str
     core: Path  # the folder holding persample_core
+    harness: Path  # the folder holding today's persample_bench, and nothing else
     said: str  # where the code comes from, for the report
 
     def env(self) -> dict:
-        """The worker's environment: this side's persample_core first, then today's harness, then the user's."""
-        paths = [str(self.core), str(todays_harness()), os.environ.get("PYTHONPATH", "")]
+        """The worker's environment: this side's persample_core first, then today's harness, then the user's.
+        Each folder holds one package, linked: the folder a package is installed in is site-packages, and on
+        PYTHONPATH it would put this environment's torch before the side's own."""
+        paths = [str(self.core), str(self.harness), os.environ.get("PYTHONPATH", "")]
         return {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
 
 
@@ -153,6 +156,8 @@ def sides(ref: str | None, baseline_python: str | None, start: Path):
     try:
         repo = repository(start)
         core = candidate_core(repo)
+        (folder / "harness").mkdir()
+        (folder / "harness" / "persample_bench").symlink_to(todays_harness(), target_is_directory=True)
         linked = {}
         for name in "AB":
             (folder / name).mkdir()
@@ -168,8 +173,8 @@ def sides(ref: str | None, baseline_python: str | None, start: Path):
             linked["A"].symlink_to(core, target_is_directory=True)
             a_said = here
         yield (
-            Side("A", baseline_python or sys.executable, folder / "A", a_said),
-            Side("B", sys.executable, folder / "B", b_said),
+            Side("A", baseline_python or sys.executable, folder / "A", folder / "harness", a_said),
+            Side("B", sys.executable, folder / "B", folder / "harness", b_said),
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -154,6 +154,19 @@ def test_outside_a_git_repository_a_ref_cannot_be_had(scratch):
     assert code == cli.NO_GIT and "is not in a git repository" in out and "--baseline-python" in out, out
 
 
+def test_a_side_is_given_the_packages_under_test_and_the_harness_alone():
+    """Nothing else on a side's PYTHONPATH: installed (not editable), a package's folder is site-packages, whose
+    torch would then shadow the one of the side's own Python (--baseline-python)."""
+    with ab.sides(None, None, REPO) as (a, b):
+        for side in (a, b):
+            folders = [Path(folder) for folder in side.env()["PYTHONPATH"].split(os.pathsep)[:2]]
+            assert [[entry.name for entry in folder.iterdir()] for folder in folders] == [
+                ["persample_core"],
+                ["persample_bench"],
+            ]
+            assert (folders[1] / "persample_bench" / "worker.py").is_file()
+
+
 def test_a_baseline_python_without_torch_is_named(scratch):
     env, tmp = scratch
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "bare")], check=True)
