@@ -5,7 +5,7 @@ Both harnesses read it: the pytest-benchmark suite parametrizes over
 ``in_sweep`` rejects. A new method in ``METHODS`` or a new workload is swept
 with no change here unless it needs its own batch sizes.
 
-The sweep is chosen by ``--sweep`` or ``PERSAMPLE_SWEEP``, so one switch
+The sweep is chosen by ``--persample-sweep`` or ``PERSAMPLE_SWEEP`` (asv), so one switch
 serves both harnesses:
 
 - ``mission`` (the default): the tutorial's question, the loop against vmap

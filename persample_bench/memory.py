@@ -82,8 +82,9 @@ def keep_freed_memory() -> str:
 
 
 KEPT_HEAP, SYSTEM_HEAP = "kept", "system"
-# A run's choice (--heap): the kept heap makes a call's time the method's own, not the host's paging; the system
-# allocator is what a plain torch program (the tutorial) runs on. docs/measuring.md compares the two.
+# A run's choice (--persample-heap; ab's and sensitivity's --heap): the kept heap makes a call's time the method's
+# own, not the host's paging; the system allocator is what a plain torch program (the tutorial) runs on.
+# docs/measuring.md compares the two.
 HEAP_POLICIES = (KEPT_HEAP, SYSTEM_HEAP)
 
 

@@ -103,7 +103,9 @@ UNPREFIXED = ("--sweep", "--methods", "--precision", "--max-time", "--threads", 
 def pytest_load_initial_conftests(early_config, parser, args):
     """An option persample named without its prefix (and no other plugin or conftest defines) stops the session in
     one line that names the new option, rather than pytest's "unrecognized arguments"."""
-    yield  # the conftests' options are known from here on
+    outcome = yield  # the conftests' options are known from here on
+    if outcome.excinfo is not None:  # a conftest failed to import: its error is the one to see
+        return
     _, unknown = parser.parse_known_and_unknown_args([str(arg) for arg in args])
     for arg in unknown:
         name = arg.split("=", 1)[0]

@@ -40,13 +40,15 @@ FLOOR = "floor"  # the name the floor's points carry: a matmul of the batch, the
 REFUSED = 2  # a request it cannot measure (a bad sweep, clock or point)
 UNUSABLE = 3  # code it cannot run: no torch in its Python, or a persample_core without what it needs
 
-# How a run is timed, as its machine info records it: two runs compare only where these agree. A run that does not
-# say used the value here (runs stored before the setting was recorded).
 # The pytest options' group, which both pytest plugins add to (persample_bench.plugin, persample_gate.pytest_plugin).
 OPTIONS_GROUP = ("persample", "persample: per-sample gradient benchmarks")
 
+# The values a run's timer and heap policy take, for the gate's options (tests/test_layout.py holds them equal to
+# the harness's own, which import torch).
 TIMERS = ("wall", "cpu")  # persample_bench.timing.CLOCKS
 HEAPS = ("kept", "system")  # persample_bench.memory.HEAP_POLICIES
+# How a run is timed, as its machine info records it: two runs compare only where these agree. A run that does not
+# say used the value here (runs stored before the setting was recorded).
 COMPARED_SETTINGS = {"torch_threads": None, "timer": "wall", "heap_policy": "kept"}
 
 

@@ -122,7 +122,7 @@ def candidate_core(repo: Path | None) -> Path:
 
 
 def todays_harness() -> Path:
-    """Today's ``persample_bench``: the package beside this one (located, not imported: no torch here)."""
+    """Today's ``persample_bench``: the package installed beside this one."""
     return Path(find_spec("persample_bench").origin).parent
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 BEFORE = pytest.StashKey[frozenset]()  # the runs stored when the session started
+GATED = pytest.StashKey[str]()  # what the gate found, printed after the tables
 
 
 def pytest_addoption(parser):
@@ -33,13 +34,21 @@ def pytest_addoption(parser):
     )
 
 
-def _gating(config) -> bool:
-    return config.getoption("persample_gate") and hasattr(config.option, "benchmark_storage")
-
-
 def pytest_configure(config):
-    if _gating(config) and not (config.option.benchmark_autosave or config.option.benchmark_save):
-        config.option.benchmark_autosave = True
+    if not config.getoption("persample_gate"):
+        return
+    option = config.option
+    if not hasattr(option, "benchmark_storage"):
+        raise pytest.UsageError("--persample-gate gates what pytest-benchmark stores: pip install pytest-benchmark")
+    if option.benchmark_disable:
+        raise pytest.UsageError("--persample-gate needs timed points: drop --benchmark-disable")
+    if not option.benchmark_storage.startswith("file://"):
+        raise pytest.UsageError(
+            f"--persample-gate reads stored runs from a folder, not {option.benchmark_storage}: "
+            "pass --benchmark-storage=file://DIR"
+        )
+    if not (option.benchmark_autosave or option.benchmark_save):
+        option.benchmark_autosave = True
 
 
 def _storage(config) -> Path:
@@ -47,7 +56,7 @@ def _storage(config) -> Path:
 
 
 def pytest_sessionstart(session):
-    if _gating(session.config):
+    if session.config.getoption("persample_gate"):
         from persample_gate import history
 
         session.config.stash[BEFORE] = frozenset(history.stored(_storage(session.config)))
@@ -55,15 +64,22 @@ def pytest_sessionstart(session):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_sessionfinish(session):
+    """Gated here, where pytest-benchmark has stored the run (its own ``pytest_sessionfinish``); printed by
+    ``pytest_terminal_summary``, after its tables. A regression fails a session that passed; it does not
+    replace the status of one that had already failed or been interrupted."""
     yield
     if BEFORE in session.config.stash:
-        status, report = gate_session(_storage(session.config), session.config.stash[BEFORE])
-        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is not None:
-            terminal.section("persample gate")
-            terminal.write_line(report)
-        if status is not None:
+        status, session.config.stash[GATED] = gate_session(_storage(session.config), session.config.stash[BEFORE])
+        if status is not None and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = status
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_terminal_summary(terminalreporter, config):
+    yield  # after every plugin's summary: pytest-benchmark's tables, the persample summary
+    if GATED in config.stash:
+        terminalreporter.section("persample gate")
+        terminalreporter.write_line(config.stash[GATED])
 
 
 def gate_session(storage: Path, before: frozenset) -> tuple[pytest.ExitCode | None, str]:
@@ -71,8 +87,8 @@ def gate_session(storage: Path, before: frozenset) -> tuple[pytest.ExitCode | No
     from persample_gate import history, verdicts
 
     new = [path for path in history.stored(storage) if path not in before and history.header(path)[1]]
-    if not new:
-        return None, "nothing to gate: this run stored no timed persample point"
+    if not new:  # asked to gate, the session measured nothing: deselected, failed, or pytest-benchmark disabled
+        return pytest.ExitCode.USAGE_ERROR, "persample: nothing to gate: this run stored no timed persample point"
     earlier = [path for path in history.stored(storage, history.header(new[-1])[1]) if path in before]
     if not earlier:
         return None, f"no baseline yet on this hardware: {new[-1].name} is the baseline for the next run"

@@ -208,7 +208,12 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
     parser = argparse.ArgumentParser(
         prog="persample sensitivity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sweep", default="quick", help="rounds as in this sweep (default: quick)")
+    parser.add_argument(
+        "--sweep",
+        default="quick",
+        help="rounds as in this sweep (default: quick, the sweep that times every --method; the suite's default, "
+        "mission, times only the loop, vmap and the floor)",
+    )
     parser.add_argument("--trials", type=int, default=12, help="processes, each timing every level (default: 12)")
     parser.add_argument(
         "--thresholds",

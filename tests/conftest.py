@@ -1,6 +1,7 @@
 import contextlib
 import io
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -52,13 +53,20 @@ def check_compiled_once(method, seed, batch_size=16):
         pytest.skip("vmap_compiled is checked once per workload (seed 0, batch 16): every point compiles anew")
 
 
-def persample(*args, cwd=REPO, env=None):
+def _too_long(signum, frame):
+    raise TimeoutError("persample ran past its limit in a test")
+
+
+def persample(*args, cwd=REPO, env=None, timeout=300):
     """``persample ARGS`` run in this process (``cli.main``, as the console script runs it), in ``cwd``, with ``env``
     as the environment where given: (exit status, stdout and stderr). In-process: a second interpreter would spend
-    a second importing scipy for each call, and the console script itself is run once (tests/test_cli.py)."""
+    a second importing scipy for each call, and the console script itself is run once (tests/test_cli.py). A call
+    past ``timeout`` seconds (a hung worker) raises TimeoutError, and ab's folders and workers are cleaned up."""
     from persample_gate import cli
 
     out, saved_env, saved_cwd, saved_tmp = io.StringIO(), dict(os.environ), os.getcwd(), tempfile.tempdir
+    previous = signal.signal(signal.SIGALRM, _too_long)
+    signal.alarm(timeout)
     try:
         if env is not None:
             os.environ.clear()
@@ -71,6 +79,8 @@ def persample(*args, cwd=REPO, env=None):
             except SystemExit as exit:  # argparse's refusal of an option
                 code = exit.code
     finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)

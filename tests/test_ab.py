@@ -209,3 +209,12 @@ def test_ctrl_c_stops_the_workers_and_removes_the_temporary_folder(scratch):
     workers = subprocess.run(["pgrep", "-f", "persample_bench.worker"], capture_output=True, text=True).stdout.split()
     assert not [pid for pid in workers if Path(f"/proc/{pid}/environ").exists()
                 and str(tmp).encode() in Path(f"/proc/{pid}/environ").read_bytes()]  # fmt: skip
+
+
+def test_a_call_past_its_limit_stops_and_leaves_nothing_behind(scratch):
+    """tests.conftest.persample's limit, which keeps a hung worker from hanging the suite."""
+    env, tmp = scratch
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        persample("ab", "HEAD", *CHEAP, env=env, timeout=2)
+    assert time.monotonic() - started < 10 and no_temporary_folders(tmp)

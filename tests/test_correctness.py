@@ -24,20 +24,23 @@ pytestmark = pytest.mark.usefixtures("small_chunks")
 
 
 @functools.cache
-def expected(workload, batch_size, device, seed, dtype=torch.float32) -> Expected:
+def expected(workload, batch_size, device, seed, dtype, prec) -> Expected:
     """The float64 reference of a workload and its samples at a kink: the same for every method, so computed once
-    per workload, batch, device, seed and dtype, not once per method (three loops in float64 each)."""
+    per workload, batch, device, seed, dtype and precision (TF32 changes it on CUDA), not once per method (three
+    loops in float64 each)."""
     model, loss_fn, inputs, targets = make_workload(
         workload, batch_size=batch_size, device=device, seed=seed, dtype=dtype
     )
-    return expect(model, loss_fn, inputs, targets, precision(dtype, device))
+    return expect(model, loss_fn, inputs, targets, prec)
 
 
 def matches_reference(method, workload, batch_size, device, seed, dtype=torch.float32) -> Comparison:
     """``assert_matches_reference`` of ``method`` on a fresh workload, against the cached reference."""
     made = make_workload(workload, batch_size=batch_size, device=device, seed=seed, dtype=dtype)
     comparison = compare(
-        method, per_sample_grads(*made, method=method), expected(workload, batch_size, device, seed, dtype)
+        method,
+        per_sample_grads(*made, method=method),
+        expected(workload, batch_size, device, seed, dtype, precision(dtype, device)),
     )
     if not comparison.ok:
         raise ReferenceMismatch(str(comparison))

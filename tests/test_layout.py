@@ -80,6 +80,15 @@ def test_the_run_format_names_the_librarys_baseline():
     assert runformat.BASELINE == BASELINE
 
 
+def test_the_choices_named_without_torch_are_the_harness_own():
+    """Named twice so that pytest's start-up and the gate import no torch; held equal here."""
+    from persample_bench import grid, memory, plugin, runformat, timing
+
+    assert set(runformat.TIMERS) == set(timing.CLOCKS)
+    assert runformat.HEAPS == memory.HEAP_POLICIES
+    assert set(plugin.SWEEP_CHOICES) == set(grid.SWEEPS)
+
+
 def modules_after(statement: str) -> set[str]:
     """The modules a fresh interpreter has loaded after ``statement``."""
     probe = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"

@@ -6,10 +6,12 @@ import os
 import statistics
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from persample_gate.pytest_plugin import BEFORE, GATED, gate_session, pytest_sessionfinish
 from tests.conftest import REPO
 
 # One cheap point of each kind (the loop alone, vmap interleaved with it, the floor), timed briefly.
@@ -101,6 +103,11 @@ def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
         (["--persample-sweep", "huge"], "argument --persample-sweep: invalid choice: 'huge'"),
         (["--persample-heap", "tcmalloc"], "argument --persample-heap: invalid choice: 'tcmalloc'"),
         (["--persample-timer", "cpu", "--persample-threads", "2"], "the cpu timer needs one torch thread, not 2"),
+        (["--persample-gate", "--benchmark-disable"], "--persample-gate needs timed points: drop --benchmark-disable"),
+        (
+            ["--persample-gate", "--benchmark-storage=mongodb://db"],
+            "--persample-gate reads stored runs from a folder, not mongodb://db",
+        ),
     ],
 )
 def test_bad_options_are_refused_in_one_line(args, message):
@@ -150,9 +157,38 @@ def test_the_gate_fails_the_session_on_a_gross_slowdown_even_without_history(gat
     code, output = slowed
     report = output.split("persample gate", 1)[1]
     assert code == pytest.ExitCode.TESTS_FAILED, output[-3000:]
+    assert "persample summary" not in report and "benchmark:" not in report, "the verdict comes after the tables"
     assert any(line.startswith("mlp-vmap-B1-cpu") and "speedup" in line and "REGRESSION" in line
                for line in report.splitlines()), report  # fmt: skip
     assert f"candidate {sorted(storage.glob('*/*.json'))[-1]}" in report
+
+
+def test_the_gate_needs_a_stored_run_and_passes_unchanged_code(recorded):
+    """On recorded runs: asked to gate a session that stored nothing is an error, not a pass; a run of unchanged
+    code gated against the runs before it is no regression."""
+    unchanged = recorded["unchanged"]
+    code, text = gate_session(recorded["storage"], frozenset([*unchanged, recorded["slowed"]]))
+    assert code == pytest.ExitCode.USAGE_ERROR and "nothing to gate" in text, text
+    newest = sorted(recorded["storage"].glob("*/*.json"))
+    code, text = gate_session(recorded["storage"], frozenset(newest) - {unchanged[-1]})
+    assert code is None and "REGRESSION" not in text and f"candidate {unchanged[-1]}" in text, text
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [(pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERRUPTED)],
+)
+def test_a_regression_fails_a_passing_session_and_keeps_another_status(recorded, before, after):
+    config = SimpleNamespace(
+        stash={BEFORE: frozenset(recorded["unchanged"])},
+        option=SimpleNamespace(benchmark_storage=f"file://{recorded['storage']}"),
+    )
+    session = SimpleNamespace(config=config, exitstatus=before)
+    finishing = pytest_sessionfinish(session)
+    next(finishing)
+    with pytest.raises(StopIteration):
+        next(finishing)
+    assert session.exitstatus == after and "REGRESSION" in config.stash[GATED], config.stash[GATED]
 
 
 def test_benchmark_compare_against_other_hardware_is_refused(gated, tmp_path):
@@ -168,24 +204,31 @@ def test_benchmark_compare_against_other_hardware_is_refused(gated, tmp_path):
 
 
 FOREIGN = """
+def test_other(benchmark):
+    benchmark(sum, range(1000))
+"""
+
+# Probed at the session's very end, after every hook of ours (the JSON, the machine info, the terminal summary).
+FOREIGN_CONFTEST = """
 import json, os, sys
 
 
-def test_other(benchmark):
-    benchmark(sum, range(1000))
-
-
-def test_what_the_session_kept(pytestconfig):
+def pytest_unconfigure(config):
     with open(os.environ["PROBE_OUT"], "w") as out:
         json.dump({"torch": "torch" in sys.modules, "env": sorted(k for k in os.environ if k.startswith("PERSAMPLE")),
-                   "save_data": pytestconfig.getoption("benchmark_save_data")}, out)
+                   "save_data": config.getoption("benchmark_save_data")}, out)
 """
+
+
+def foreign_project(folder):
+    (folder / "test_foreign.py").write_text(FOREIGN)
+    (folder / "conftest.py").write_text(FOREIGN_CONFTEST)
 
 
 def test_a_foreign_benchmark_session_is_left_as_it_was(tmp_path):
     """Another project's pytest-benchmark suite, with this package installed: no torch, no environment variable,
     no pytest-benchmark setting changed, its JSON as pytest-benchmark writes it, and no bare option of ours."""
-    (tmp_path / "test_foreign.py").write_text(FOREIGN)
+    foreign_project(tmp_path)
     env = {key: value for key, value in os.environ.items() if not key.startswith("PERSAMPLE")}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--benchmark-json=out.json",
@@ -202,9 +245,9 @@ def test_a_foreign_benchmark_session_is_left_as_it_was(tmp_path):
 
 def test_an_autosaved_foreign_run_keeps_no_rounds(tmp_path):
     """pytest-benchmark's default for what it stores (no --benchmark-save-data) holds in other projects."""
-    (tmp_path / "test_foreign.py").write_text(FOREIGN)
+    foreign_project(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--benchmark-autosave", "-k", "other",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--benchmark-autosave",
          f"--benchmark-storage=file://{tmp_path / 'store'}", "test_foreign.py"],
         cwd=tmp_path, env={**os.environ, "PROBE_OUT": str(tmp_path / "probe.json")}, capture_output=True, text=True,
     )  # fmt: skip
