@@ -51,9 +51,11 @@ from persample_bench.runformat import BASELINE, Point  # noqa: E402, F401 (today
 # every point skips with the reason instead of the whole suite failing to import.
 try:
     from persample_bench.grid import current_sweep, in_sweep
+    from persample_bench.memory import peak_bytes  # noqa: F401 (for per_sample_grads.py)
     from persample_bench.precision import Precision, statistic  # noqa: F401 (for per_sample_grads.py)
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import CLOCKS, clock_for, measure  # noqa: F401
+    from persample_bench.timing import clock as clock_of
+    from persample_bench.timing import measure  # noqa: F401 (for per_sample_grads.py)
     from persample_core import MethodUnavailable
 except ImportError as err:
     MISSING: ImportError | None = err
@@ -135,7 +137,7 @@ class PointBenchmark:
         when the benchmark was not running; docs/studies/2026-12-02-asv-noise.md
         measures what that does to these benchmarks.
         """
-        return CLOCKS[clock_for("cpu" if torch.get_num_threads() == 1 else "wall", device)]
+        return clock_of("cpu" if torch.get_num_threads() == 1 else "wall", device)
 
     @staticmethod
     def prepare(workload, method, batch_size, device):

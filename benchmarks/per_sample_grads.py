@@ -4,8 +4,6 @@ asv counts any increase of a value as a regression, so everything here is
 lower-is-better: times, bytes, and the ratio method/baseline (never a speedup).
 """
 
-import torch
-
 from . import common
 from .common import BASELINE, PointBenchmark, require
 
@@ -47,11 +45,8 @@ class CudaPeakMemory(PointBenchmark):
     params = PointBenchmark.narrowed(device=["cuda"])
     unit = "bytes"
 
-    def track_cuda_peak_memory(self, *point):
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        self.prepared.run()
-        return torch.cuda.max_memory_allocated() - before
+    def track_cuda_peak_memory(self, workload, method, batch_size, device):
+        return common.peak_bytes(self.prepared.run, device)
 
 
 class RatioToBaseline(PointBenchmark):

@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from persample_bench.memory import peak_bytes
+from persample_bench.memory import out_of_memory, peak_bytes
 from persample_bench.prepare import prepare_point
 from persample_bench.timing import plan, reached
 from persample_core import BASELINE, MethodUnavailable, is_out_of_memory
@@ -26,18 +26,12 @@ INTERLEAVED = {"vmap"}  # timed in rounds with the baseline: the suite's questio
 
 def prepare_or_skip(point, **how):
     """``prepare_point(point, **how)``, or a skip saying why it cannot run here."""
-    if point.device == "cuda" and not torch.cuda.is_available():
+    if torch.device(point.device).type == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available on this machine")
     try:
         return prepare_point(point, **how)
     except MethodUnavailable as err:
         pytest.skip(f"{point.method} unavailable: {err}")
-    except (RuntimeError, MemoryError) as err:
-        if not is_out_of_memory(err):
-            raise
-        if point.device == "cuda":
-            torch.cuda.empty_cache()
-        pytest.skip(f"out of memory at B={point.batch_size} on {point.device}: {str(err).splitlines()[0]}")
 
 
 def seconds(fn, clock) -> float:
@@ -48,7 +42,21 @@ def seconds(fn, clock) -> float:
 
 def time_point(benchmark, point, settings) -> dict:
     """Check, prepare and time ``point`` with pytest-benchmark's ``benchmark`` fixture (whose clock the plugin
-    set for the point's device); its extra_info. ``settings``: the session's ``settings.Settings``."""
+    set for the point's device); its extra_info. ``settings``: the session's ``settings.Settings``.
+
+    Running out of memory, at any stage (preparing, the pilot, the rounds, the peak memory), skips the point saying
+    so, and the sweep goes on: the batch is too large for this machine, which is no failure of the method. The
+    memory is freed once the error, and the frames it holds, are let go (``memory.out_of_memory``)."""
+    try:
+        return _time_point(benchmark, point, settings)
+    except (RuntimeError, MemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        error = str(err).splitlines()[0]
+    pytest.skip(out_of_memory(point, error))
+
+
+def _time_point(benchmark, point, settings) -> dict:
     how = {"heap": settings.heap, "progress": settings.progress}
     prepared = prepare_or_skip(point, **how)
     benchmark.group = f"{point.workload} {point.device} B={point.batch_size}"

@@ -103,11 +103,33 @@ def axes(sweep: str | None = None) -> dict[str, list]:
     }
 
 
+def check_device(text: str) -> str:
+    """``text`` as a device the points can be timed on (``cpu``, ``cuda``, ``cuda:N``), or a ValueError in one line
+    saying what this machine has."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICES or (device.type == "cpu" and device.index):
+        raise ValueError(f"{text!r} is not a device to time on; choose cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{text}: CUDA is not available here (torch {torch.__version__}); time on the cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{text}: this machine shows {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                f"cuda:{torch.cuda.device_count() - 1} (CUDA_VISIBLE_DEVICES chooses which)"
+            )
+    return text
+
+
 def in_sweep(point: Point, sweep: str | None = None) -> bool:
     sizes = SWEEPS[sweep or current_sweep()].batch_sizes
     return (
         point.method in sweep_methods(sweep)
-        and point.device in DEVICES
+        and point.device.split(":")[0] in DEVICES
         and point.batch_size in sizes.get(point.workload, ())
     )
 

@@ -1,8 +1,10 @@
 """What machine this is, as the measuring process sees it: recorded with every run.
 
 ``machine_info()`` holds the hardware (the fields ``persample_bench.runformat``
-compares runs by), the software versions and the numerics settings of this
-process. The GPU is named as torch names it.
+compares runs by), the software versions, the numerics settings of this
+process (``NUMERICS``: runs that differ in them are not compared) and the CUDA
+devices the run uses, with their clocks and power limit where ``nvidia-smi``
+tells them. The GPU is named as torch names it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 
 import torch
 
-from persample_bench.runformat import cpu_model, hardware_id, nvidia_smi
+from persample_bench.runformat import cpu_model, hardware_id, nvidia_smi, visible
 
 
 def gpu_name() -> str | None:
@@ -27,8 +29,53 @@ def gpu_name() -> str | None:
     return name if count == 1 else f"{count} x {name}"
 
 
-def machine_info() -> dict:
-    """CPU, GPU, software versions and numerics settings of this process, and its ``hardware_id``.
+def fix_numerics() -> None:
+    """Set what the suite fixes rather than inherits from whatever ran before it in the process: cuDNN chooses its
+    kernels by its heuristics (``benchmark`` off) and may use non-deterministic ones (``deterministic`` off), as a
+    plain torch program does by default. Autotuning (``benchmark`` on) would time trial kernels within the
+    warm-up and may choose differently from one process to the next. Applied before every point is built
+    (``prepare.prepare_point``); recorded by ``numerics``."""
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = False
+
+
+def numerics(dtype: str = "float32") -> dict:
+    """What this process computes with (``runformat.NUMERICS``: runs that differ in any are not compared)."""
+    return {
+        "dtype": dtype,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+    }
+
+
+GPU_STATE = ("clocks.sm", "clocks.mem", "clocks.max.sm", "power.limit")  # nvidia-smi's names (--help-query-gpu)
+
+
+def cuda_devices(devices) -> dict:
+    """``{device: {"name", and what nvidia-smi says of its clocks and power limit}}`` of the CUDA devices among
+    ``devices`` (``cuda`` is the current one); {} without CUDA."""
+    chosen = {torch.device(device) for device in devices}
+    if not torch.cuda.is_available() or not any(device.type == "cuda" for device in chosen):
+        return {}
+    state = visible(nvidia_smi(*GPU_STATE))
+    found = {}
+    for device in sorted(chosen, key=str):
+        if device.type != "cuda":
+            continue
+        index = torch.cuda.current_device() if device.index is None else device.index
+        found[f"cuda:{index}"] = {
+            "name": torch.cuda.get_device_name(index),
+            **(dict(zip(GPU_STATE, state[index])) if index < len(state) else {}),
+        }
+    return found
+
+
+def machine_info(devices=("cpu",)) -> dict:
+    """CPU, GPU, software versions and numerics settings of this process, the CUDA devices among ``devices`` (the
+    run's), and its ``hardware_id``.
 
     Initialises CUDA when it is present: call it in the measuring process, not
     where a later fork would inherit a CUDA context (asv's discovery).
@@ -41,9 +88,7 @@ def machine_info() -> dict:
         "cuda_version": torch.version.cuda,
         "gpu_name": None,
         "gpu_count": 0,
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        **numerics(),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -55,5 +100,6 @@ def machine_info() -> dict:
             gpu_memory_bytes=props.total_memory,
             cudnn_version=torch.backends.cudnn.version(),
             driver_version=driver[0][0] if driver else None,
+            cuda_devices=cuda_devices(devices),
         )
     return {**info, "hardware_id": hardware_id(info)}

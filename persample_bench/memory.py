@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from persample_bench.timing import synchronize
+from persample_bench import timing  # timing.asynchronous looked up at each call: the tests' seam
 
 _STATUS = Path("/proc/self/status")
 
@@ -109,13 +109,12 @@ def cpu_peak_supported() -> bool:
 
 def peak_bytes(fn, device) -> int | None:
     """Memory ``fn()`` needed at its peak beyond what was in use before; None where it cannot be measured."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        synchronize(device)
+    if timing.asynchronous(device):  # CUDA: the allocator's counters, once the queued work is done
+        timing.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         fn()
-        synchronize(device)
+        timing.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     _trim_heap()
     if not cpu_peak_supported():
@@ -123,3 +122,30 @@ def peak_bytes(fn, device) -> int | None:
     before = _status_bytes("VmRSS")
     fn()
     return max(0, _status_bytes("VmHWM") - before)
+
+
+def _free_and_total(device) -> tuple[int, int] | None:
+    """(bytes free, bytes in all) of ``device``'s memory: the GPU's, or the machine's available memory."""
+    if timing.asynchronous(device):
+        return torch.cuda.mem_get_info(device)
+    try:
+        return _meminfo_bytes("MemAvailable"), _meminfo_bytes("MemTotal")
+    except (OSError, AttributeError):
+        return None
+
+
+def _meminfo_bytes(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE).group(1)) * 1024
+
+
+def out_of_memory(point, error: str) -> str:
+    """A point that ran out of memory (``error``: the error's first line), in one line, called once what it held is
+    let go; a GPU's cache is emptied first, so that the next point starts clean and the free memory said is what
+    it has: "out of memory at B=512 on cuda:0 (3.1 GiB free of 80): ..."."""
+    device = torch.device(point.device)
+    if timing.asynchronous(device):
+        torch.cuda.empty_cache()
+        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+    memory = _free_and_total(device)
+    free = "" if memory is None else f" ({memory[0] / 2**30:.1f} GiB free of {memory[1] / 2**30:.0f})"
+    return f"out of memory at B={point.batch_size} on {device}{free}: {error}"

@@ -68,14 +68,22 @@ def pytest_addoption(parser):
         "--persample-max-time",
         type=positive,
         default=None,
-        help="seconds of rounds per point at most, whatever the precision reached (default: the sweep's, 6 for "
-        "the speedup points, 2 for the others)",
+        help="seconds a point is timed at most, its pilot included, whatever the precision reached, but for the "
+        "six rounds a point needs at least (default: the sweep's, 6 for the speedup points, 2 for the others)",
     )
     group.addoption(
         "--persample-threads",
         type=int,
         default=None,
         help="torch intra-op threads for the timed code (default: torch's)",
+    )
+    group.addoption(
+        "--persample-device",
+        action="append",
+        default=None,
+        metavar="DEVICE",
+        help="time the points on this device: cpu, cuda (the current CUDA device) or cuda:N; repeatable (default: "
+        "the CPU, and the current CUDA device where there is one; CUDA_VISIBLE_DEVICES chooses as well)",
     )
     group.addoption(
         "--persample-timer",
@@ -128,6 +136,13 @@ def pytest_configure(config):
     config.stash[results.SETTINGS] = settings
     config.pluginmanager.register(progress.Progress(settings), "persample-progress")
     config.pluginmanager.register(results, "persample-results")
+    for device in config.getoption("persample_device") or ():
+        from persample_bench.grid import check_device
+
+        try:
+            check_device(device)
+        except ValueError as err:
+            raise pytest.UsageError(f"--persample-device: {err}") from None
     threads = config.getoption("persample_threads")
     if threads is not None or settings.timer != "wall":
         import torch
@@ -155,16 +170,19 @@ def pytest_generate_tests(metafunc):
             methods = check_methods(settings.methods) if settings.methods else None
         except ValueError as err:
             raise pytest.UsageError(f"--persample-methods: {err}") from None
-        chosen = points(settings.sweep, methods=methods, floor=FLOOR, devices=_devices())
+        chosen = points(settings.sweep, methods=methods, floor=FLOOR, devices=_devices(metafunc.config))
         metafunc.parametrize("persample_point", chosen, ids=lambda point: point.id)
 
 
-def _devices() -> tuple:
-    """The devices of this machine: CUDA points exist where CUDA does (checked without initialising it)."""
+def _devices(config) -> tuple:
+    """The devices the points are timed on: --persample-device's (checked at start-up), or the CPU and, where CUDA
+    is available (checked without initialising it), the current CUDA device."""
     import torch
 
     from persample_bench.grid import DEVICES
 
+    if asked := config.getoption("persample_device"):
+        return tuple(dict.fromkeys(asked))
     return DEVICES if torch.cuda.is_available() else tuple(d for d in DEVICES if d != "cuda")
 
 

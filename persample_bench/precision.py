@@ -14,9 +14,12 @@ at least ``min_rounds``, and no more than fit in ``max_time``. A quiet point
 (one round varying by 5%) finishes in a few dozen rounds, a noisy one gets the
 time cap. The pilot takes a quarter of the cap, between ``pilot_rounds`` and
 ``MOST_PILOT_ROUNDS`` rounds: the spread of five rounds was too often a third
-of the rounds' own, and the points planned on it fell far short. The precision
-reached is computed afterwards from the rounds kept, recorded with the point,
-and flagged where it missed the target.
+of the rounds' own, and the points planned on it fell far short. The cap is a
+cap: the first round, the pilot and the rounds together stay within it, but
+for the fewest a point needs (``FEWEST_PILOT``, ``FEWEST_ROUNDS``), which a
+point whose rounds take longer than a sixth of the cap gets anyway. The
+precision reached is computed afterwards from the rounds kept, recorded with
+the point, and flagged where it missed the target.
 pytest-benchmark times a point in one call (``benchmark.pedantic``), which
 is why the plan is made before it, not while it runs.
 """
@@ -35,6 +38,9 @@ HALF_WIDTH_PER_SPREAD = 1.96 * math.sqrt(math.pi / 2)
 # planning for twice it keeps the target met in most points that have the time, rather than half of them.
 PILOT_MARGIN = 2.0
 PILOT_SHARE, MOST_PILOT_ROUNDS = 0.25, 20  # of the time cap; the pilot's rounds at most
+# What a point gets however little time its cap leaves: a spread needs two pilot rounds, a median three rounds.
+# With the first round, six rounds in all: a cap of less than six rounds' time is exceeded by that much only.
+FEWEST_PILOT, FEWEST_ROUNDS = 2, 3
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,9 @@ class Precision:
 
     target: float
     max_time: float
-    # Ten rounds at least: the 95% interval of a median of n rounds is the range of the rounds up to n = 5, and
-    # leaves the two most extreme out from n = 10 on (``median_interval``), so one stretched round cannot set it.
+    # Ten rounds at least where they fit in max_time: the 95% interval of a median of n rounds is the range of the
+    # rounds up to n = 5, and leaves the two most extreme out from n = 10 on (``median_interval``), so one stretched
+    # round cannot set it.
     min_rounds: int = 10
     # The least rounds of the pilot: the spread of fewer is too often far too small (the median deviation of three
     # is one of them).
@@ -91,18 +98,27 @@ def spread(samples) -> float:
     return mad if mad > 0 else statistics.pstdev(logs)
 
 
-def pilot_size(seconds_per_round: float, precision: Precision) -> int:
-    """Rounds of the pilot: ``PILOT_SHARE`` of the time cap, between ``pilot_rounds`` and ``MOST_PILOT_ROUNDS``."""
-    fits = math.floor(PILOT_SHARE * precision.max_time / max(seconds_per_round, 1e-9))
-    return max(precision.pilot_rounds, min(MOST_PILOT_ROUNDS, fits))
+def _fit(seconds: float, seconds_per_round: float) -> int:
+    return math.floor(seconds / max(seconds_per_round, 1e-9))
+
+
+def pilot_size(seconds_per_round: float, precision: Precision, seconds_left: float | None = None) -> int:
+    """Rounds of the pilot: ``PILOT_SHARE`` of the time cap, between ``pilot_rounds`` and ``MOST_PILOT_ROUNDS``,
+    and no more than leave ``FEWEST_ROUNDS`` in ``seconds_left`` (the cap, where not given); ``FEWEST_PILOT`` at
+    least."""
+    left = precision.max_time if seconds_left is None else seconds_left
+    wanted = max(
+        precision.pilot_rounds, min(MOST_PILOT_ROUNDS, _fit(PILOT_SHARE * precision.max_time, seconds_per_round))
+    )
+    return max(FEWEST_PILOT, min(wanted, _fit(left, seconds_per_round) - FEWEST_ROUNDS))
 
 
 def planned_rounds(pilot, seconds_per_round: float, precision: Precision, seconds_left: float) -> int:
     """Rounds to time after a pilot whose statistic per round is ``pilot``: enough to reach the target at the
-    pilot's spread (with a margin), at least ``min_rounds``, at most what fits in ``seconds_left``."""
+    pilot's spread (with a margin), ``min_rounds`` at least, but no more than fit in ``seconds_left``;
+    ``FEWEST_ROUNDS`` whatever the time."""
     wanted = math.ceil((HALF_WIDTH_PER_SPREAD * PILOT_MARGIN * spread(pilot) / precision.target) ** 2)
-    fits = math.floor(seconds_left / max(seconds_per_round, 1e-9))
-    return max(precision.min_rounds, min(wanted, fits))
+    return max(FEWEST_ROUNDS, min(max(precision.min_rounds, wanted), _fit(seconds_left, seconds_per_round)))
 
 
 def statistic(samples: dict) -> list[float]:

@@ -4,7 +4,8 @@ Correctness comes first: a method is checked against the float64 reference on
 fresh random inputs (its own seed, not the timed batch) once per workload,
 method and device, before any of its points is timed. Then the point is built,
 its callable made to synchronise on CUDA, and warmed up, under the run's heap
-policy (``memory.apply_heap_policy``).
+policy (``memory.apply_heap_policy``) and the numerics the suite fixes
+(``hardware.fix_numerics``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from persample_bench.hardware import fix_numerics
 from persample_bench.memory import KEPT_HEAP, apply_heap_policy
 from persample_bench.runformat import FLOOR, Point
 from persample_bench.timing import floor, synchronized, trainable_numel
@@ -59,6 +61,7 @@ def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1, heap: str = K
     out-of-memory error through for the suite to turn into a skip.
     """
     apply_heap_policy(heap)
+    fix_numerics()
     if point.method != FLOOR:
         check_method(point.workload, point.method, point.device)
     model, loss_fn, inputs, targets = make_workload(

@@ -16,15 +16,15 @@ from persample_bench.settings import Settings
 SETTINGS = pytest.StashKey[Settings]()
 
 
-def _interleaved(timed) -> dict:
-    """``{point: speedup}`` of the points timed in rounds with the loop, from ``(point, rounds, extra_info)``."""
-    from persample_bench.summary import interleaved_speedup
+def _read(timed) -> tuple[dict, dict]:
+    """``summary.of_rounds`` of ``(point, rounds, extra_info)``: the medians and the interleaved speedups."""
+    from persample_bench.summary import of_rounds
 
-    return {
-        point: interleaved_speedup(rounds, info["baseline_rounds"])
-        for point, rounds, info in timed
-        if "baseline_rounds" in info
-    }
+    timed = list(timed)
+    return of_rounds(
+        {point: list(rounds) for point, rounds, _ in timed},
+        {point: info["baseline_rounds"] for point, _, info in timed if "baseline_rounds" in info},
+    )
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -65,8 +65,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     for bench in ours:
         bench["stats"].setdefault("data", list(rounds[bench["fullname"]]))
     by_point = {Point.of(bench["extra_info"]): bench for bench in ours}
-    medians = {point: bench["stats"]["median"] for point, bench in by_point.items()}
-    interleaved = _interleaved(
+    medians, interleaved = _read(
         (point, bench["stats"]["data"], bench["extra_info"]) for point, bench in by_point.items()
     )
     derived = derive(medians, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved)
@@ -82,13 +81,13 @@ def pytest_terminal_summary(terminalreporter, config):
     from persample_bench.summary import summary_table
 
     machine, records = settings.machine_info(), settings.records
-    medians = {point: bench.stats.stats.median for point, bench in records.items()}
-    interleaved = _interleaved((point, bench.stats.stats.data, bench.extra_info) for point, bench in records.items())
+    medians, interleaved = _read((point, bench.stats.stats.data, bench.extra_info) for point, bench in records.items())
     memory = {p: (b.extra_info.get("peak_memory_bytes"), b.extra_info["gradient_bytes"]) for p, b in records.items()}
     gated, plain = settings.precision(gated=True), settings.precision(gated=False)
     terminalreporter.section(
         f"persample summary: {settings.sweep} sweep, {machine['torch_threads']} torch thread(s), {settings.timer} "
-        f"clock, heap {settings.heap}"
+        f"clock{' (CUDA points: wall)' if settings.timer != 'wall' and machine.get('cuda_devices') else ''}, "
+        f"heap {settings.heap}"
     )
     terminalreporter.write_line(
         f"each point timed until its median is known within +-{gated.target:.0%} (speedup points) / "

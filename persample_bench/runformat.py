@@ -52,13 +52,48 @@ HEAPS = ("kept", "system")  # persample_bench.memory.HEAP_POLICIES
 COMPARED_SETTINGS = {"torch_threads": None, "timer": "wall", "heap_policy": "kept"}
 
 
-def setting_differences(a: dict, b: dict) -> list[str]:
-    """The ``COMPARED_SETTINGS`` on which two machine infos disagree, as 'setting: a != b'."""
+# What a run computes with, as its machine info records it (persample_bench.hardware.numerics): two runs that differ
+# in any are refused, since they time different arithmetic (on a GPU, TF32 or a lower matmul precision changes a
+# time several-fold). A run that does not say used the value here, torch's default.
+NUMERICS = {
+    "dtype": "float32",
+    "tf32_matmul": False,
+    "tf32_cudnn": True,
+    "float32_matmul_precision": "highest",
+    "cudnn_benchmark": False,
+    "cudnn_deterministic": False,
+}
+# The software a run was timed on: runs that differ only in these are compared, since comparing torch builds is one
+# of the suite's uses, and the comparison says in one line that its change includes theirs (``software_changes``).
+SOFTWARE = {"torch_version": "torch", "cuda_version": "CUDA", "cudnn_version": "cuDNN", "driver_version": "driver"}
+
+
+def _differences(a: dict, b: dict, defaults: dict) -> list[str]:
     return [
         f"{key}: {a.get(key, default)!r} != {b.get(key, default)!r}"
-        for key, default in COMPARED_SETTINGS.items()
+        for key, default in defaults.items()
         if a.get(key, default) != b.get(key, default)
     ]
+
+
+def setting_differences(a: dict, b: dict) -> list[str]:
+    """The ``COMPARED_SETTINGS`` on which two machine infos disagree, as 'setting: a != b'."""
+    return _differences(a, b, COMPARED_SETTINGS)
+
+
+def numerics_differences(a: dict, b: dict) -> list[str]:
+    """The ``NUMERICS`` on which two machine infos disagree, as 'setting: a != b'."""
+    return _differences(a, b, NUMERICS)
+
+
+def software_changes(a: dict, b: dict) -> str | None:
+    """One line on the ``SOFTWARE`` that differs from machine info ``a`` to ``b``, e.g. "torch 2.12.0+cpu ->
+    2.13.0+cpu: the change includes torch's"; None where it is the same."""
+    changed = [(name, a.get(key), b.get(key)) for key, name in SOFTWARE.items() if a.get(key) != b.get(key)]
+    if not changed:
+        return None
+    whose = f"{changed[0][0]}'s" if len(changed) == 1 else "theirs"
+    return ", ".join(f"{name} {old} -> {new}" for name, old, new in changed) + f": the change includes {whose}"
 
 
 def positive(text: str) -> float:
@@ -206,7 +241,7 @@ def nvidia_smi(*fields: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.split(",")] for line in out.splitlines() if line.strip()]
 
 
-def _visible(gpus: list) -> list:
+def visible(gpus: list) -> list:
     """The GPUs CUDA shows this process: ``CUDA_VISIBLE_DEVICES`` by index, as torch would count them."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
@@ -221,7 +256,7 @@ def _visible(gpus: list) -> list:
 
 def this_machine() -> dict:
     """The ``HARDWARE_KEYS`` of this machine, as the harness records them."""
-    gpus = _visible(nvidia_smi("name"))
+    gpus = visible(nvidia_smi("name"))
     return {"cpu_model": cpu_model(), "gpu_name": gpus[0][0] if gpus else None, "gpu_count": len(gpus)}
 
 

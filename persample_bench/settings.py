@@ -44,7 +44,7 @@ class Settings:
         from persample_core import BASELINE
 
         if not self._hardware:
-            self._hardware.update(machine_info())
+            self._hardware.update(machine_info(devices={point.device for point in self.points.values()}))
         return {
             **self._hardware,
             "heap": self.heap_said,
@@ -61,9 +61,9 @@ class Settings:
         return clock_for(self.timer, point.device)
 
     def clock(self, point):
-        from persample_bench.timing import CLOCKS
+        from persample_bench.timing import clock
 
-        return CLOCKS[self.clock_name(point)]
+        return clock(self.timer, point.device)
 
     def precision(self, *, gated: bool):
         """The sweep's precision for a point (``gated``: interleaved with the baseline), as the options change it."""

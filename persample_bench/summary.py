@@ -21,6 +21,20 @@ def interleaved_speedup(method_rounds, baseline_rounds) -> float:
     return 1 / statistics.median(m / b for m, b in zip(method_rounds, baseline_rounds))
 
 
+def of_rounds(samples: dict, baseline_rounds: dict) -> tuple[dict, dict]:
+    """``(medians, interleaved)`` of a run's raw rounds (``{point: seconds per round}``, and the baseline's rounds
+    of the points timed interleaved with it): what ``derive`` and ``summary_rows`` take. Every view of a run
+    reads its rounds through this, so that the summary, the stored JSON, the report and the plots show one
+    speedup (tests/test_report.py holds the report's table equal to the summary's)."""
+    medians = {point: statistics.median(rounds) for point, rounds in samples.items()}
+    interleaved = {
+        point: interleaved_speedup(samples[point], rounds)
+        for point, rounds in baseline_rounds.items()
+        if point in samples
+    }
+    return medians, interleaved
+
+
 def derive(
     medians: dict[Point, float],
     *,

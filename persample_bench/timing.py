@@ -26,19 +26,36 @@ import torch
 from persample_bench.precision import Precision, pilot_size, planned_rounds, relative_half_width, statistic
 
 
+def asynchronous(device) -> bool:
+    """Whether a call's work on ``device`` may still run after the call returns (CUDA).
+
+    The one place a device's kind decides how it is timed: every timed call on
+    such a device ends with ``synchronize``, and is timed on the wall clock
+    (``clock_for``). Together with ``device_synchronize`` it is the seam the
+    tests use to run the CUDA path on the CPU and watch every synchronisation
+    (tests/test_cuda_path.py).
+    """
+    return torch.device(device).type == "cuda"
+
+
+def device_synchronize(device) -> None:
+    """Wait until the work queued on an ``asynchronous`` device is done."""
+    torch.cuda.synchronize(device)
+
+
 def synchronize(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+    if asynchronous(device):
+        device_synchronize(device)
 
 
 def synchronized(fn, device):
     """``fn`` itself on the CPU; on CUDA, ``fn`` followed by a device synchronisation."""
-    if torch.device(device).type != "cuda":
+    if not asynchronous(device):
         return fn
 
     def call(*args, **kwargs):
         out = fn(*args, **kwargs)
-        torch.cuda.synchronize(device)
+        synchronize(device)
         return out
 
     call.__wrapped__ = fn
@@ -81,8 +98,14 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def clock_for(timer: str, device) -> str:
-    """The clock a point on ``device`` is timed with when the run asks for ``timer``."""
-    return "wall" if torch.device(device).type == "cuda" else timer
+    """The clock a point on ``device`` is timed with when the run asks for ``timer``: the process's CPU time
+    cannot see a GPU's work, so an ``asynchronous`` device always gets the wall clock."""
+    return "wall" if asynchronous(device) else timer
+
+
+def clock(timer: str, device):
+    """``CLOCKS[clock_for(timer, device)]``: the function a point on ``device`` is timed with."""
+    return CLOCKS[clock_for(timer, device)]
 
 
 def check_timer(timer: str, threads: int) -> None:
@@ -100,7 +123,8 @@ def plan(fns: dict, precision: Precision, clock=time.perf_counter) -> tuple[int,
     One round first, whose cost sizes the pilot."""
     started = time.perf_counter()
     interleaved(fns, rounds=1, warmup=0, clock=clock)
-    size = pilot_size(time.perf_counter() - started, precision)
+    first = time.perf_counter() - started
+    size = pilot_size(first, precision, precision.max_time - first)
     pilot = interleaved(fns, rounds=size, warmup=0, clock=clock)
     spent = time.perf_counter() - started
     rounds = planned_rounds(statistic(pilot), spent / (size + 1), precision, precision.max_time - spent)

@@ -8,7 +8,8 @@ stdin::
      "precision": 0.02, "max_time": 6, "threads": 1, "timer": "cpu", "heap": "kept"}
 
 (all but ``points`` optional; precision and time cap default to the sweep's
-for its gated points). Each point and its baseline (the loop) are prepared as
+for its gated points; ``timer`` is the clock of CPU points, CUDA points are
+timed on the wall clock whatever it says: ``timing.clock_for``). Each point and its baseline (the loop) are prepared as
 the suite prepares them (checked against float64 first), then every slowdown
 is timed in turn, the method slowed by ``timing.slowed``, each until its
 speedup is known to the precision or the time cap (``timing.measure``). The
@@ -35,16 +36,17 @@ from dataclasses import replace
 from persample_bench.runformat import REFUSED, UNUSABLE, Point
 
 
-def _prepared(request: dict) -> tuple[dict, dict, object, object]:
-    """The request's points prepared (checked against float64 first) with their baseline, under its thread count,
-    clock and heap: ``({point: (baseline, method)}, machine, clock, precision)``."""
+def _prepared(request: dict) -> tuple[dict, dict, object]:
+    """The request's points prepared (checked against float64 first) with their baseline, under its thread count
+    and heap: ``({point: (baseline, method, clock)}, machine, precision)``. A point's clock is the one its device
+    is timed with: the request's timer on the CPU, the wall clock on CUDA (``timing.clock_for``)."""
     import torch
 
-    from persample_bench.grid import DEFAULT_SWEEP, SWEEPS
+    from persample_bench.grid import DEFAULT_SWEEP, SWEEPS, check_device
     from persample_bench.hardware import machine_info
     from persample_bench.memory import apply_heap_policy
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import CLOCKS, check_timer
+    from persample_bench.timing import CLOCKS, check_timer, clock
     from persample_core import BASELINE
     from persample_core.validate import check_choice
 
@@ -58,15 +60,24 @@ def _prepared(request: dict) -> tuple[dict, dict, object, object]:
     torch.set_num_threads(threads)
     heap_said = apply_heap_policy(heap)
     points = [Point(*fields) for fields in request["points"]]
+    for point in points:
+        check_device(point.device)
     prepared = {
-        point: (prepare_point(replace(point, method=BASELINE), heap=heap), prepare_point(point, heap=heap))
+        point: (
+            prepare_point(replace(point, method=BASELINE), heap=heap),
+            prepare_point(point, heap=heap),
+            clock(timer, point.device),
+        )
         for point in points
     }
-    machine = {**machine_info(), "timer": timer, "heap": heap_said, "heap_policy": heap, "baseline": BASELINE}
-    return prepared, machine, CLOCKS[timer], precision
+    machine = {
+        **machine_info(devices={point.device for point in points}),
+        **{"timer": timer, "heap": heap_said, "heap_policy": heap, "baseline": BASELINE},
+    }
+    return prepared, machine, precision
 
 
-def _fns(method, baseline, fraction: float, clock) -> dict:
+def _fns(baseline, method, clock, fraction: float) -> dict:
     from persample_bench.timing import slowed
 
     return {"method": slowed(method.run, fraction, clock) if fraction else method.run, "baseline": baseline.run}
@@ -79,12 +90,12 @@ def _ids(prepared: dict) -> dict:
 def run(request: dict) -> dict:
     from persample_bench.timing import measure
 
-    prepared, machine, clock, precision = _prepared(request)
+    prepared, machine, precision = _prepared(request)
     levels = {}
     for fraction in request.get("slowdowns", [0.0]):
         levels[str(fraction)] = {}
-        for point, (baseline, method) in prepared.items():
-            samples, reached = measure(_fns(method, baseline, fraction, clock), precision, clock)
+        for point, (baseline, method, clock) in prepared.items():
+            samples, reached = measure(_fns(baseline, method, clock, fraction), precision, clock)
             levels[str(fraction)][point.id] = {**samples, **reached}
     return {"machine": machine, "points": _ids(prepared), "levels": levels}
 
@@ -98,17 +109,18 @@ def serve(lines, write) -> None:
     from persample_bench.timing import interleaved
 
     request = json.loads(next(lines))
-    prepared, machine, clock, _ = _prepared(request)
+    prepared, machine, _ = _prepared(request)
     (fraction,) = request.get("slowdowns", [0.0])
-    fns = {point.id: _fns(method, baseline, fraction, clock) for point, (baseline, method) in prepared.items()}
+    fns = {point.id: (_fns(*sides, fraction), sides[-1]) for point, sides in prepared.items()}
     write({"machine": machine, "points": _ids(prepared), "level": str(fraction)})
     for line in lines:
         ask = json.loads(line)
         if ask["point"] not in fns:
             raise ValueError(f"no point {ask['point']!r} in this worker's request; prepared: {', '.join(fns)}")
-        samples, until = {"method": [], "baseline": []}, time.perf_counter() + ask["seconds"]
+        (calls, clock), samples = fns[ask["point"]], {"method": [], "baseline": []}
+        until = time.perf_counter() + ask["seconds"]
         while not samples["method"] or time.perf_counter() < until:
-            for name, values in interleaved(fns[ask["point"]], rounds=1, warmup=0, clock=clock).items():
+            for name, values in interleaved(calls, rounds=1, warmup=0, clock=clock).items():
                 samples[name] += values
         write(samples)
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from persample_bench.runformat import Point
-from persample_bench.summary import derive, format_bytes, format_seconds, interleaved_speedup
+from persample_bench.summary import derive, format_bytes, format_seconds, of_rounds
 
 PLOTS_EXTRA = "pip install 'persample-core[plots]'"
 REFERENCE = "B x P gradients"  # the memory figure's dotted line
@@ -44,12 +43,8 @@ def pyplot():
 
 def figures_of(run) -> dict:
     """{point: {time_per_sample, speedup_over_loop, floor_multiple, peak_memory_bytes, gradient_bytes}}."""
-    derived = derive(
-        {point: statistics.median(rounds) for point, rounds in run.samples.items()},
-        baseline=run.baseline,
-        floor_name=run.floor,
-        interleaved={p: interleaved_speedup(run.samples[p], rounds) for p, rounds in run.baseline_rounds.items()},
-    )
+    medians, interleaved = of_rounds(run.samples, run.baseline_rounds)
+    derived = derive(medians, baseline=run.baseline, floor_name=run.floor, interleaved=interleaved)
     return {
         point: {
             **figures,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import os
-import statistics
 import sys
 from collections import defaultdict
 from datetime import datetime
@@ -30,7 +29,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from persample_bench.runformat import HistoryError, Run, load
-from persample_bench.summary import LEFT_ALIGNED, render, summary_rows
+from persample_bench.summary import LEFT_ALIGNED, of_rounds, render, summary_rows
 from persample_gate import history, plots
 from persample_gate.gate import MIN_HISTORY, format_changes
 from persample_gate.verdicts import Verdict, judge_stored
@@ -129,11 +128,11 @@ def _anchor(hardware: str) -> str:
 
 
 def _summary(run: Run) -> str:
-    medians = {point: statistics.median(rounds) for point, rounds in run.samples.items()}
+    medians, interleaved = of_rounds(run.samples, run.baseline_rounds)
     memory = {
         point: (extra.get("peak_memory_bytes"), extra.get("gradient_bytes")) for point, extra in run.extra.items()
     }
-    header, rows = summary_rows(medians, memory, baseline=run.baseline, floor_name=run.floor)
+    header, rows = summary_rows(medians, memory, baseline=run.baseline, floor_name=run.floor, interleaved=interleaved)
     return _table(header, rows, left=LEFT_ALIGNED, cls="summary")
 
 

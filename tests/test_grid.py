@@ -1,8 +1,9 @@
 """The sweep, defined once for both suites."""
 
 import pytest
+import torch
 
-from persample_bench.grid import axes, check_methods, current_sweep, in_sweep, points
+from persample_bench.grid import axes, check_device, check_methods, current_sweep, in_sweep, points
 from persample_bench.runformat import Point
 
 
@@ -40,3 +41,18 @@ def test_an_unknown_sweep_in_the_environment_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("PERSAMPLE_SWEEP", "huge")
     with pytest.raises(ValueError, match=r"unknown sweep \(PERSAMPLE_SWEEP\) 'huge'; choose one of: full, mission"):
         current_sweep()
+
+
+def test_a_device_is_checked_against_what_this_machine_shows(monkeypatch):
+    assert check_device("cpu") == "cpu"
+    for text in ("gpu", "cpu:1", "cuda:x"):
+        with pytest.raises(ValueError, match=f"'{text}' is not a device to time on; choose cpu, cuda or cuda:N"):
+            check_device(text)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="cuda:1: CUDA is not available here"):
+        check_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") == "cuda:1" and in_sweep(Point("mlp", "vmap", 64, "cuda:1"), "mission")
+    with pytest.raises(ValueError, match=r"cuda:2: this machine shows 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        check_device("cuda:2")

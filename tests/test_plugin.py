@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from persample_bench.runformat import load
 from persample_gate.pytest_plugin import BEFORE, GATED, gate_session, pytest_sessionfinish
 from tests.conftest import REPO
 
@@ -61,6 +62,20 @@ def test_a_timed_run_records_what_it_measured_and_how(timed):
     assert by_method["loop"]["extra_info"]["precision_target"] == 0.05  # points timed alone: the sweep's other target
 
 
+def test_the_summary_the_stored_run_and_the_report_show_one_speedup(timed, tmp_path):
+    pytest.importorskip("matplotlib", reason="the report needs matplotlib (the test extra installs it)")
+    from persample_gate import report
+    from tests.test_report import vs_loop
+
+    data, output = timed
+    (path := tmp_path / "run.json").write_text(json.dumps(data))
+    interleaved = [bench["extra_info"] for bench in data["benchmarks"] if "baseline_rounds" in bench["extra_info"]]
+    stored = [f"{info['speedup_over_loop']:.2f}x" for info in interleaved]
+    summary = output[output.index("persample summary") :].splitlines()
+    printed = [next(cell for cell in line.split() if cell.endswith("x")) for line in summary if " vmap " in line]
+    assert stored and vs_loop(report._summary(load(path))) == printed == stored, (printed, stored)
+
+
 def test_a_timed_run_shows_progress_and_the_summary(timed):
     _, output = timed
     lines = [line for line in output.splitlines() if line.startswith("persample: [")]
@@ -83,6 +98,9 @@ def test_the_estimate_follows_the_plan_at_first_and_the_points_pace_later():
 def test_without_cuda_only_the_cpu_points_are_collected():
     code, output = suite("--co", "-q")
     assert code == 0 and "-cpu]" in output and "-cuda]" not in output, output
+    if not torch.cuda.is_available():
+        code, output = suite("--co", "-q", "--persample-device", "cuda:1")
+        assert code == pytest.ExitCode.USAGE_ERROR and "cuda:1: CUDA is not available here" in output, output
 
 
 def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
@@ -103,6 +121,7 @@ def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
         (["--persample-sweep", "huge"], "argument --persample-sweep: invalid choice: 'huge'"),
         (["--persample-heap", "tcmalloc"], "argument --persample-heap: invalid choice: 'tcmalloc'"),
         (["--persample-timer", "cpu", "--persample-threads", "2"], "the cpu timer needs one torch thread, not 2"),
+        (["--persample-device", "gpu"], "--persample-device: 'gpu' is not a device to time on; choose cpu, cuda"),
         (["--persample-gate", "--benchmark-disable"], "--persample-gate needs timed points: drop --benchmark-disable"),
         (
             ["--persample-gate", "--benchmark-storage=mongodb://db"],
