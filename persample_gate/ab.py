@@ -45,7 +45,7 @@ from scipy import stats
 
 from persample_bench.runformat import BASELINE, HistoryError, Point, hardware_differences
 from persample_gate import gate, workers
-from persample_gate.history import HardwareMismatch
+from persample_gate.history import HardwareMismatch, check_numerics
 
 # The mission's pair where it is resolved best on a shared CPU: cheap rounds (many of them in a slice) on three
 # architectures (docs/studies/2026-12-03-ab.md).
@@ -250,13 +250,16 @@ def compare_sides(a: dict, b: dict) -> list[gate.Change]:
     return changes
 
 
-def check_same_hardware(a: dict, b: dict) -> None:
+def check_comparable(a: dict, b: dict) -> None:
+    """Refuse sides (their workers' first answers) that see different hardware or compute with different numerics
+    (another torch's defaults), before anything is timed."""
     differences = hardware_differences(a["machine"], b["machine"])
     if differences:
         raise HardwareMismatch(
             f"the two sides see different hardware ({'; '.join(differences)}); give the baseline a Python with the "
             "same torch build (CPU or CUDA) and the same visible devices"
         )
+    check_numerics(a["machine"], b["machine"], names=("the baseline (A)", "the candidate (B)"))
 
 
 def run(sides_: tuple, request: dict, pairs: int, seconds: float, progress=print) -> dict:
@@ -287,7 +290,7 @@ def run(sides_: tuple, request: dict, pairs: int, seconds: float, progress=print
                     if err.unusable:
                         raise BaselineUnusable(f"side {side.name} ({side.said}): {err}") from None
                     raise
-            check_same_hardware(ready["A"], ready["B"])
+            check_comparable(ready["A"], ready["B"])
             timed = {name: {pid: {"method": [], "baseline": []} for pid in ready[name]["points"]} for name in ready}
             for turn in range(turns):
                 for point_id in ready["A"]["points"]:

@@ -1,8 +1,8 @@
 """The ``persample`` command: compare stored runs, list and plot them, measure the gate.
 
 Exit codes of ``persample compare``: 0 no regression, 1 regression,
-2 unusable input (missing, corrupt or unknown run, or two runs timed with
-different threads, clocks or heaps), 3 no verdict yet (fewer than 5
+2 unusable input (missing, corrupt or unknown run, or two runs computed with
+different numerics, or timed with different threads, clocks or heaps), 3 no verdict yet (fewer than 5
 comparable runs stored, none on new hardware: too little history to know
 the noise between runs; neither ok nor a failure), 4 runs from different
 hardware, 5 a measuring process failed (``persample sensitivity``).
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from persample_bench.runformat import HEAPS, TIMERS, positive, this_hardware_id
+from persample_bench.runformat import HEAPS, TIMERS, positive, software_changes, this_hardware_id
 from persample_gate import ab, gate, history, sensitivity, verdicts, workers
 from persample_gate.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS
 
@@ -111,10 +111,11 @@ def ab_command(args) -> int:
         ab.save(Path(args.save), answers, request)
     machine = answers["B"][0]["machine"]
     print(
-        f"hardware  {machine['hardware_id']}, {args.threads} torch thread(s), {args.timer} clock, heap {args.heap}; "
-        f"torch {answers['A'][0]['machine']['torch_version']} (A), {machine['torch_version']} (B); "
-        f"{time.perf_counter() - started:.0f} s"
+        f"hardware  {machine['hardware_id']}, {args.threads} torch thread(s), {args.timer} clock of CPU points, "
+        f"heap {args.heap}; torch {machine['torch_version']}; {time.perf_counter() - started:.0f} s"
     )
+    if software := software_changes(answers["A"][0]["machine"], machine):
+        print(f"software  {software}")
     print(
         f"noise between processes ('run to run'): measured in this run, the spread of one pair's difference B - A "
         f"(paired Student's t on {args.pairs - 1} degrees of freedom)"

@@ -21,6 +21,7 @@ from persample_bench.runformat import (
     Run,
     hardware_differences,
     load,
+    numerics_differences,
     read_json,
     setting_differences,
     this_hardware_id,
@@ -101,14 +102,31 @@ class SettingsMismatch(HistoryError):
     """Two runs were timed differently (threads, clock)."""
 
 
+class NumericsMismatch(SettingsMismatch):
+    """Two runs computed with different numerics (dtype, TF32, matmul precision, cuDNN's choices)."""
+
+
+def check_numerics(a: dict, b: dict, *, names: tuple[str, str]) -> None:
+    """Refuse two machine infos (of runs, or of ``persample ab``'s sides, ``names``) whose numerics differ: their
+    times are of different arithmetic, and no verdict on them would mean anything."""
+    differences = numerics_differences(a, b)
+    if differences:
+        raise NumericsMismatch(
+            f"{names[0]} and {names[1]} computed with different numerics ({'; '.join(differences)}); their times are "
+            "of different arithmetic: rerun one of them with the other's settings"
+        )
+
+
 def check_comparable(a: Run, b: Run) -> None:
-    """Refuse two runs of different hardware, or timed with different threads or clocks."""
+    """Refuse two runs of different hardware, computed with different numerics, or timed with different threads,
+    clocks or heaps."""
     differences = hardware_differences(a.machine, b.machine)
     if differences:
         raise HardwareMismatch(
             f"{a.name} and {b.name} come from different hardware ({'; '.join(differences)}); "
             "compare runs of one machine only"
         )
+    check_numerics(a.machine, b.machine, names=(a.name, b.name))
     settings = setting_differences(a.machine, b.machine)
     if settings:
         raise SettingsMismatch(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from persample_bench.runformat import Run
+from persample_bench.runformat import Run, software_changes
 from persample_gate import history
 from persample_gate.gate import (
     DEFAULT_ALPHA,
@@ -60,7 +60,7 @@ class Verdict:
 
 def judge_stored(baseline: Run, candidate: Run, *, thresholds=None, alpha: float = DEFAULT_ALPHA) -> Verdict:
     """``candidate`` gated against ``baseline`` as ``persample compare`` gates it; raises ``history.HistoryError``
-    (``HardwareMismatch``, ``SettingsMismatch``) for runs that cannot be compared."""
+    (``HardwareMismatch``, ``SettingsMismatch``, ``NumericsMismatch``) for runs that cannot be compared."""
     history.check_comparable(baseline, candidate)
     earlier, unreadable = history.preceding(baseline, candidate)
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
@@ -77,6 +77,8 @@ def describe(verdict: Verdict) -> str:
         f"hardware  {baseline.machine.get('hardware_id')}, {baseline.machine.get('torch_threads')} torch thread(s), "
         f"{baseline.machine.get('timer', 'wall')} clock",
     ]
+    if software := software_changes(baseline.machine, candidate.machine):
+        lines.append(f"software  {software}")
     if verdict.known:
         lines.append(
             f"noise between runs ('run to run'): from the {verdict.learnt_from} runs stored up to the baseline"

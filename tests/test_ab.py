@@ -12,7 +12,7 @@ import pytest
 
 from persample_bench.runformat import HistoryError, Point
 from persample_gate import ab, cli, gate
-from persample_gate.history import HardwareMismatch
+from persample_gate.history import HardwareMismatch, NumericsMismatch
 from tests.conftest import REPO, persample
 
 POINTS = [
@@ -86,7 +86,17 @@ def test_the_two_sides_must_see_the_same_hardware():
         {"machine": {"cpu_model": "AMD EPYC", "gpu_name": gpu, "gpu_count": int(bool(gpu))}} for gpu in (None, "H100")
     )
     with pytest.raises(HardwareMismatch, match=r"the two sides see different hardware \(gpu_name: None != 'H100'"):
-        ab.check_same_hardware(a, b)
+        ab.check_comparable(a, b)
+
+
+def test_the_two_sides_must_compute_with_the_same_numerics():
+    # Another torch may default to other numerics: its times are of other arithmetic, refused before any timing.
+    machine = {"cpu_model": "AMD EPYC", "gpu_name": None, "gpu_count": 0}
+    a, b = {"machine": machine}, {"machine": {**machine, "tf32_matmul": True}}
+    with pytest.raises(NumericsMismatch, match=r"the baseline \(A\) and the candidate \(B\) computed with different "
+                       r"numerics \(tf32_matmul: False != True\)"):  # fmt: skip
+        ab.check_comparable(a, b)
+    ab.check_comparable(a, {"machine": {**machine, "torch_version": "2.12.0+cpu"}})  # versions alone: compared
 
 
 @pytest.mark.parametrize("text", ["mlp-vmap-64-cpu", "mlp", "mlp-loop-B64-cpu"])

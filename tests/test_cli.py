@@ -103,8 +103,18 @@ def test_a_run_without_raw_rounds_is_refused(recorded, tmp_path):
             "were timed differently (torch_threads: 1 != 2; timer: 'cpu' != 'wall')",
         ),
         ({"heap_policy": "system"}, cli.BAD_INPUT, "were timed differently (heap_policy: 'kept' != 'system')"),
+        (
+            {"float32_matmul_precision": "medium"},
+            cli.BAD_INPUT,
+            "computed with different numerics (float32_matmul_precision: 'highest' != 'medium')",
+        ),
+        (
+            {"tf32_cudnn": False, "cudnn_benchmark": True, "dtype": "bfloat16"},
+            cli.BAD_INPUT,
+            "(dtype: 'float32' != 'bfloat16'; tf32_cudnn: True != False; cudnn_benchmark: False != True)",
+        ),
     ],
-    ids=["hardware", "threads-and-clock", "heap"],
+    ids=["hardware", "threads-and-clock", "heap", "matmul-precision", "dtype-and-cudnn"],
 )
 def test_runs_that_cannot_be_compared_are_refused_naming_the_fields(recorded, tmp_path, changed, code, message):
     other = json.loads(recorded["unchanged"][1].read_text())
@@ -113,6 +123,17 @@ def test_runs_that_cannot_be_compared_are_refused_naming_the_fields(recorded, tm
     path.write_text(json.dumps(other))
     returned, out = persample("compare", recorded["unchanged"][0], path)
     assert returned == code and message in out, out
+
+
+def test_runs_of_other_torch_builds_are_compared_saying_so_in_one_line(recorded, tmp_path):
+    other = json.loads(recorded["unchanged"][1].read_text())
+    other["machine_info"]["persample"]["torch_version"] = "2.12.0+cpu"
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps(other))
+    code, out = persample("compare", path, recorded["unchanged"][0])
+    assert code == cli.NO_VERDICT and "software  torch 2.12.0+cpu -> 2.13.0+cpu: the change includes torch's" in out
+    code, out = persample("compare", recorded["unchanged"][1], recorded["unchanged"][0])
+    assert "software" not in out
 
 
 def test_the_noise_between_runs_comes_from_the_runs_stored_up_to_the_baseline(recorded, tmp_path):
