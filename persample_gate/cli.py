@@ -58,7 +58,8 @@ def _judging(parser, ratio: float = DEFAULT_THRESHOLDS["ratio"], why: str = "") 
         "--threshold-ratio",
         type=_fraction,
         default=ratio,
-        help=f"slowdown of the time ratio to loop that counts (default: {ratio:.2f}{why})",
+        help=f"slowdown of the time ratio to loop that counts: a regression is a significant change estimated at "
+        f"least this large (default: {ratio:.2f}{why})",
     )
     parser.add_argument(
         "--threshold-time",
@@ -231,8 +232,18 @@ def main(argv=None) -> int:
         "shared machine moves least; the pytest suite's --persample-timer defaults to wall, what a plain program "
         "measures)",
     )
-    p.add_argument("--heap", choices=HEAPS, default="kept", help="heap policy (default: kept)")
-    _judging(p, ratio=ab.THRESHOLD_RATIO, why=": pairs taking turns resolve 5%%, runs stored apart do not")
+    p.add_argument(
+        "--heap",
+        choices=HEAPS,
+        default="kept",
+        help="heap policy (default: kept, as the pytest suite's: on the system allocator the host's paging and the "
+        "allocator's history move a call's time by more than the change ab resolves)",
+    )
+    _judging(
+        p,
+        ratio=ab.THRESHOLD_RATIO,
+        why=": pairs taking turns measure a change within about 1%%, runs stored apart within 5-13%%",
+    )
     p.add_argument("--save", metavar="FILE", help="also write every worker's rounds to FILE (JSON)")
     p.set_defaults(run=ab_command)
 

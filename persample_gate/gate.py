@@ -8,9 +8,12 @@ Two metrics per point, each on raw samples:
 - ``time``: the method's own seconds per call.
 
 A point regresses only if the slowdown is statistically significant **and**
-its 95% interval reaches the threshold, i.e. a slowdown of threshold size
-cannot be ruled out. A significant 2% drift does not fire; a slowdown measured
-at 10% against a 10% threshold does.
+its estimate (the change of the medians) is at least the threshold: the
+threshold is the slowdown that counts, as asv's ``--factor`` is. A
+significant 2% drift does not fire; a slowdown measured at 10% against a 10%
+threshold does, however noisy or quiet the point (an earlier rule, "the
+interval reaches the threshold", flagged a noisy point for a smaller estimated
+slowdown than a quiet one: docs/studies/2026-12-04-threshold-rule.md).
 
 Significant means against two kinds of noise, both (the larger p counts):
 
@@ -198,9 +201,9 @@ def _between_runs(change: float, noise: Spread) -> tuple[float, float, float]:
     return float(stats.t.sf(shift / noise.sd, noise.df)), float(np.expm1(shift - reach)), float(np.expm1(shift + reach))
 
 
-def regressed(p_value: float, high: float, *, threshold: float, alpha: float = DEFAULT_ALPHA) -> bool:
-    """The gate's rule: significant, and a slowdown of ``threshold`` lies within the 95% interval."""
-    return bool(p_value < alpha and high >= threshold)
+def regressed(p_value: float, change: float, *, threshold: float, alpha: float = DEFAULT_ALPHA) -> bool:
+    """The gate's rule: significant, and the estimated slowdown ``change`` at least ``threshold``."""
+    return bool(p_value < alpha and change >= threshold)
 
 
 def compare_samples(
@@ -230,7 +233,7 @@ def compare_samples(
     if noise and noise.sd:  # (copies of one run in the history have no spread to test against)
         p_runs, low_runs, high_runs = _between_runs(change, noise)
         p_value, low, high = max(p_value, p_runs), min(low, low_runs), max(high, high_runs)
-    return change, low, high, p_value, regressed(p_value, high, threshold=threshold, alpha=alpha)
+    return change, low, high, p_value, regressed(p_value, change, threshold=threshold, alpha=alpha)
 
 
 def _weights(logs: np.ndarray) -> np.ndarray | None:
@@ -383,7 +386,7 @@ def rows(baseline, candidate, *, history=(), metrics=METRICS) -> list[Change]:
 
 def judge(changes: list[Change], *, thresholds, alpha: float = DEFAULT_ALPHA, gross_only=False) -> list[Change]:
     """``changes`` judged together: each row's p adjusted for all of them (``holm``), a regression where that is
-    below ``alpha`` and the interval reaches the row's threshold (``regressed``); with ``gross_only``, only a
+    below ``alpha`` and the estimated slowdown at least the row's threshold (``regressed``); with ``gross_only``, only a
     speedup worse by ``GROSS`` at least, over its whole interval. Regressions first, pooled rows first among them.
     """
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
@@ -394,7 +397,7 @@ def judge(changes: list[Change], *, thresholds, alpha: float = DEFAULT_ALPHA, gr
                 c,
                 p_value=float(p),
                 p_row=c.p_value,
-                regressed=regressed(p, c.high, threshold=thresholds[c.metric], alpha=alpha)
+                regressed=regressed(p, c.change, threshold=thresholds[c.metric], alpha=alpha)
                 and (not gross_only or (c.metric == "ratio" and c.low >= GROSS)),
             )
             for c, p in zip(changes, adjusted)

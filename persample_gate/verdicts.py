@@ -99,7 +99,7 @@ def describe_rows(changes: list[Change], *, alpha: float, thresholds: dict) -> s
     """How the rows were judged, their table and the count of regressions (also ``persample ab``'s)."""
     lines = [
         f"change: + is slower; regression: p over all {len(changes)} rows < {alpha} "
-        f"and the interval reaches {thresholds['ratio']:.0%} (speedup) / {thresholds['time']:.0%} (time)"
+        f"and the change at least {thresholds['ratio']:.0%} (speedup) / {thresholds['time']:.0%} (time)"
     ]
     shares = f"; pooled speedup rows share {PRIMARY_SHARE:.0%} of {alpha}" if any(map(primary, changes)) else ""
     lines.append(
