@@ -36,7 +36,7 @@ import os
 import pytest
 
 from persample_bench import progress, results
-from persample_bench.runformat import FLOOR, HEAPS, OPTIONS_GROUP, TIMERS, positive
+from persample_bench.runformat import DEFAULT_HEAP, FLOOR, HEAPS, OPTIONS_GROUP, TIMERS, positive
 from persample_bench.settings import Settings
 
 SWEEP_CHOICES = ("mission", "quick", "full")  # persample_bench.grid.SWEEPS, named here to keep torch out of startup
@@ -96,9 +96,9 @@ def pytest_addoption(parser):
     group.addoption(
         "--persample-heap",
         choices=HEAPS,
-        default="kept",
-        help="kept (default): glibc keeps freed memory, so a call's time is the method's, not the host's paging; "
-        "system: the allocator as a plain torch program has it (docs/measuring.md)",
+        default=DEFAULT_HEAP,
+        help="kept (default): glibc keeps freed memory, so a call's time is the method's, not the host's paging "
+        "or the allocator's history; system: the allocator as a plain torch program has it (docs/measuring.md)",
     )
 
 

@@ -16,6 +16,20 @@ from persample_bench.settings import Settings
 SETTINGS = pytest.StashKey[Settings]()
 
 
+def _tutorial_line(tutorial: dict, interleaved: dict, heap: str) -> str:
+    """The tutorial's point as a user of its code gets it, beside this run's figure."""
+    from persample_bench.crosscheck import POINT
+
+    if "error" in tutorial:
+        return tutorial["error"]
+    turns = tutorial["turns"]
+    return (
+        f"\nthe tutorial's point, {POINT.workload} B={POINT.batch_size}: {tutorial['speedup']:.2f}x as its own code "
+        f"gives it ({tutorial['how']}; {len(turns)} turns, {min(turns):.2f}-{max(turns):.2f}x); "
+        f"{interleaved[POINT]:.2f}x in this run ({heap})"
+    )
+
+
 def _read(timed) -> tuple[dict, dict]:
     """``summary.of_rounds`` of ``(point, rounds, extra_info)``: the medians and the interleaved speedups."""
     from persample_bench.summary import of_rounds
@@ -99,6 +113,8 @@ def pytest_terminal_summary(terminalreporter, config):
             medians, memory, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved
         )
     )
+    if tutorial := machine.get("tutorial"):
+        terminalreporter.write_line(_tutorial_line(tutorial, interleaved, settings.heap_said))
     short = [point.id for point, bench in sorted(records.items()) if not bench.extra_info["resolved"]]
     if short:
         terminalreporter.write_line(

@@ -47,6 +47,12 @@ OPTIONS_GROUP = ("persample", "persample: per-sample gradient benchmarks")
 # the harness's own, which import torch).
 TIMERS = ("wall", "cpu")  # persample_bench.timing.CLOCKS
 HEAPS = ("kept", "system")  # persample_bench.memory.HEAP_POLICIES
+# The heap policy unless an option says otherwise: glibc keeps freed memory. On the system allocator a process's
+# speedup depends on what it allocated before (glibc's sliding mmap threshold): six processes of unchanged code
+# gave 1.42-3.25x at simple_cnn B=8, and gated against each other with too little history one in fifteen pairs
+# was called a regression (docs/studies/2026-12-04-threshold-rule.md). The default job prints what the tutorial's
+# code gives a user beside its own figure instead (persample_bench.crosscheck.plain_speedups).
+DEFAULT_HEAP = "kept"
 # How a run is timed, as its machine info records it: two runs compare only where these agree. A run that does not
 # say used the value here (runs stored before the setting was recorded).
 COMPARED_SETTINGS = {"torch_threads": None, "timer": "wall", "heap_policy": "kept"}

@@ -8,6 +8,7 @@ the heap policy is applied by ``start``, which the first point's fixture calls.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Settings:
     started: float = field(default_factory=time.perf_counter)
     heap_said: str | None = None  # what applying the heap policy did, once ``start`` has
     _hardware: dict = field(default_factory=dict)
+    _tutorial: dict = field(default_factory=dict)
 
     def start(self) -> None:
         """Apply the heap policy, once, before the first point is built (``memory.apply_heap_policy``)."""
@@ -47,6 +49,7 @@ class Settings:
             self._hardware.update(machine_info(devices={point.device for point in self.points.values()}))
         return {
             **self._hardware,
+            "tutorial": self.tutorial(),
             "heap": self.heap_said,
             "heap_policy": self.heap,
             "timer": self.timer,
@@ -54,6 +57,22 @@ class Settings:
             "baseline": BASELINE,
             "floor": FLOOR,
         }
+
+    def tutorial(self) -> dict | None:
+        """Once the tutorial's point (``crosscheck.POINT``) is timed: what the tutorial's own code gives there, timed
+        by ``Timer`` in a plain process (``crosscheck.plain_speedups``, about 10 s, once), for the summary to print
+        beside the run's own figure; None before, or where the session does not time that point."""
+        from persample_bench import crosscheck
+
+        if not self._tutorial and crosscheck.POINT in self.records:
+            self.progress("timing the tutorial's own code in a plain process, for the summary (about 10 s)")
+            try:
+                turns = crosscheck.plain_speedups()
+            except (OSError, RuntimeError, ValueError) as err:  # its one line, not the session's end
+                self._tutorial.update(error=f"the tutorial's code could not be timed in a plain process: {err}")
+            else:
+                self._tutorial.update(speedup=statistics.median(turns), turns=turns, how=crosscheck.PLAIN)
+        return self._tutorial or None
 
     def clock_name(self, point) -> str:
         from persample_bench.timing import clock_for

@@ -29,7 +29,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from persample_bench.runformat import TIMERS, Point, Run
+from persample_bench.runformat import DEFAULT_HEAP, HEAPS, TIMERS, Point, Run
 from persample_gate import gate, history, workers
 from persample_gate.ab import DEFAULT_POINTS
 from persample_gate.gate import MIN_HISTORY
@@ -52,7 +52,7 @@ def as_run(name: str, trial: dict, fraction: float) -> Run:
     )
 
 
-def collect(sweep: str, trials: int, threads: int, timer: str, progress=print) -> list[dict]:
+def collect(sweep: str, trials: int, threads: int, timer: str, heap: str, progress=print) -> list[dict]:
     """What the worker answers, from each of ``trials`` processes, one after the other."""
     request = {
         "points": [[p.workload, p.method, p.batch_size, p.device] for p in STUDY_POINTS],
@@ -60,6 +60,7 @@ def collect(sweep: str, trials: int, threads: int, timer: str, progress=print) -
         "sweep": sweep,
         "threads": threads,
         "timer": timer,
+        "heap": heap,
     }
     results = []
     for number in range(trials):
@@ -229,6 +230,12 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
         default="cpu",
         help="clock of CPU points (default: cpu, as persample ab's, and for its reason: see persample ab --help)",
     )
+    parser.add_argument(
+        "--heap",
+        choices=HEAPS,
+        default=DEFAULT_HEAP,
+        help=f"heap policy (default: {DEFAULT_HEAP}, the pytest suite's: the study is of the gate on its stored runs)",
+    )
     parser.add_argument("--save", metavar="FILE", help="also write the raw rounds of every trial to FILE (JSON)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--load", metavar="FILE", help="gate the trials saved in FILE instead of measuring anew")
@@ -278,11 +285,13 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
             "sweep": args.sweep,
             "threads": args.threads,
             "timer": args.timer,
+            "heap": args.heap,
             "trials": collect(
                 args.sweep,
                 args.trials,
                 args.threads,
                 args.timer,
+                args.heap,
                 progress=lambda line: print(line, file=sys.stderr, flush=True),
             ),
         }
@@ -290,7 +299,7 @@ def main(argv=None, storage=history.DEFAULT_STORAGE) -> int:
             Path(args.save).write_text(json.dumps(study))
     print(
         f"points: {', '.join(p.id for p in STUDY_POINTS)}; {study['sweep']} sweep's gated rounds; "
-        f"{study['threads']} thread(s), {study['timer']} clock; "
+        f"{study['threads']} thread(s), {study['timer']} clock, heap {study.get('heap', 'kept')}; "
         f"{len(study['trials'])} trials, a process each",
         flush=True,
     )
