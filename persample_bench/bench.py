@@ -52,7 +52,8 @@ def time_point(benchmark, point, settings) -> dict:
     except (RuntimeError, MemoryError) as err:
         if not is_out_of_memory(err):
             raise
-        error = str(err).splitlines()[0]
+        error = (str(err).splitlines() or [type(err).__name__])[0]
+    benchmark.has_error = True  # rounds timed before the peak memory ran out are not stored (pytest-benchmark's flag)
     pytest.skip(out_of_memory(point, error))
 
 

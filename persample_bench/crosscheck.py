@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import statistics
 import subprocess
 import sys
@@ -34,9 +35,10 @@ from dataclasses import replace
 
 from persample_bench.memory import HEAP_POLICIES
 from persample_bench.runformat import DEFAULT_HEAP, TIMERS, Point
+from persample_bench.tutorial import BATCH
 
-BATCH = 64
 POINT = Point("simple_cnn", "vmap", BATCH, "cpu")  # the tutorial's point of the default job
+ANSWER_SECONDS = 120  # a child's start or turn takes seconds; one that takes this long is stopped
 JOB_TIMER = "cpu"  # tox -e bench's --persample-timer
 PLAIN = "torch.utils.benchmark.Timer on the tutorial's code, a plain process, system allocator, 1 thread, wall clock"
 
@@ -63,46 +65,70 @@ def serve_suite(heap: str, timer: str) -> int:
     return 0
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+def _answer(child: subprocess.Popen) -> dict:
+    """The child's next line, as JSON, within ``ANSWER_SECONDS``; a RuntimeError (or ValueError) where not."""
+    if not select.select([child.stdout], [], [], ANSWER_SECONDS)[0]:
+        raise RuntimeError(f"no answer in {ANSWER_SECONDS} s")
+    line = child.stdout.readline()
+    if not line:
+        raise RuntimeError(f"it exited with status {child.wait()}")
+    return json.loads(line)
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """End a child: its input closed, which ends its loop; killed if it has not ended a few seconds later."""
+    child.stdin.close()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _start(args: list[str], started: list) -> subprocess.Popen:
+    """A serving child, once it says it is ready; added to ``started``, which the caller stops."""
     child = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    if json.loads(child.stdout.readline() or "{}").get("ready") is not True:
-        raise RuntimeError(f"{' '.join(args)} did not start (exit status {child.wait()})")
+    started.append(child)
+    if _answer(child).get("ready") is not True:
+        raise RuntimeError(f"{' '.join(args)} did not start")
     return child
 
 
 def _ask(child: subprocess.Popen, seconds: float) -> float:
     child.stdin.write(f"{seconds}\n")
     child.stdin.flush()
-    return json.loads(child.stdout.readline())["speedup"]
+    return _answer(child)["speedup"]
 
 
 def plain_speedups(turns: int = 3, seconds: float = 1.0) -> list[float]:
     """vmap's speedup over the loop on the tutorial's own code, by ``Timer`` in a plain process of its own
     (``persample_bench.tutorial``), one per turn: what the default job prints beside its own figure."""
-    child = _start(["-m", "persample_bench.tutorial"])
+    started = []
     try:
+        child = _start(["-m", "persample_bench.tutorial"], started)
         return [_ask(child, seconds) for _ in range(turns)]
     finally:
-        child.stdin.close()
-        child.wait()
+        for child in started:
+            _stop(child)
 
 
 def both(heap: str, timer: str, turns: int, seconds: float, progress=print) -> dict[str, float]:
     """``{"plain": speedup, "suite": speedup}``, each the median of ``turns`` turns taken in alternation."""
-    sides = {
-        "plain": _start(["-m", "persample_bench.tutorial"]),
-        "suite": _start(["-m", "persample_bench.crosscheck", "--serve-suite", "--heap", heap, "--timer", timer]),
-    }
-    found = {name: [] for name in sides}
+    started, found = [], {"plain": [], "suite": []}
     try:
+        sides = {
+            "plain": _start(["-m", "persample_bench.tutorial"], started),
+            "suite": _start(
+                ["-m", "persample_bench.crosscheck", "--serve-suite", "--heap", heap, "--timer", timer], started
+            ),
+        }
         for turn in range(turns):
             for name in sides if turn % 2 == 0 else reversed(sides):
                 found[name].append(_ask(sides[name], seconds))
             progress(f"turn {turn + 1}/{turns}: " + ", ".join(f"{name} {found[name][-1]:.2f}x" for name in found))
     finally:
-        for child in sides.values():
-            child.stdin.close()
-            child.wait()
+        for child in started:
+            _stop(child)
     return {name: statistics.median(values) for name, values in found.items()}
 
 

@@ -51,7 +51,10 @@ def numerics(dtype: str = "float32") -> dict:
     }
 
 
-GPU_STATE = ("clocks.sm", "clocks.mem", "clocks.max.sm", "power.limit")  # nvidia-smi's names (--help-query-gpu)
+# What nvidia-smi tells of a card's settings (its names: --help-query-gpu): the most and the application clocks and
+# the power limit. Not the current clocks: the run reads them when the card is idle, which says nothing of the timing.
+GPU_STATE = ("clocks.max.sm", "clocks.max.mem", "clocks.applications.graphics", "clocks.applications.memory",
+             "power.limit")  # fmt: skip
 
 
 def cuda_devices(devices) -> dict:
@@ -60,16 +63,16 @@ def cuda_devices(devices) -> dict:
     chosen = {torch.device(device) for device in devices}
     if not torch.cuda.is_available() or not any(device.type == "cuda" for device in chosen):
         return {}
-    state = visible(nvidia_smi(*GPU_STATE))
+    rows = visible(nvidia_smi("name", *GPU_STATE))
     found = {}
     for device in sorted(chosen, key=str):
         if device.type != "cuda":
             continue
         index = torch.cuda.current_device() if device.index is None else device.index
-        found[f"cuda:{index}"] = {
-            "name": torch.cuda.get_device_name(index),
-            **(dict(zip(GPU_STATE, state[index])) if index < len(state) else {}),
-        }
+        name = torch.cuda.get_device_name(index)
+        # nvidia-smi counts cards in PCI order, CUDA fastest first by default: a row is this card's only by its name.
+        row = rows[index] if index < len(rows) and rows[index][0] == name else []
+        found[f"cuda:{index}"] = {"name": name, **dict(zip(GPU_STATE, row[1:]))}
     return found
 
 

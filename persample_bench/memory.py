@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import re
 from pathlib import Path
 
@@ -30,11 +31,16 @@ import torch
 
 from persample_bench import timing  # timing.asynchronous looked up at each call: the tests' seam
 
-_STATUS = Path("/proc/self/status")
+_STATUS, _MEMINFO = Path("/proc/self/status"), Path("/proc/meminfo")
+
+
+def _kibibytes(path: Path, field: str) -> int:
+    """A ``field: N kB`` line of a /proc file, in bytes."""
+    return int(re.search(rf"^{field}:\s+(\d+) kB", path.read_text(), re.MULTILINE).group(1)) * 1024
 
 
 def _status_bytes(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE).group(1)) * 1024
+    return _kibibytes(_STATUS, field)
 
 
 # glibc's mallopt parameters (malloc.h)
@@ -125,17 +131,14 @@ def peak_bytes(fn, device) -> int | None:
 
 
 def _free_and_total(device) -> tuple[int, int] | None:
-    """(bytes free, bytes in all) of ``device``'s memory: the GPU's, or the machine's available memory."""
-    if timing.asynchronous(device):
-        return torch.cuda.mem_get_info(device)
+    """(bytes free, bytes in all) of ``device``'s memory: the GPU's, or the machine's available memory; None where
+    it cannot be told (no /proc, or a CUDA error that outlived the one that ran out)."""
     try:
-        return _meminfo_bytes("MemAvailable"), _meminfo_bytes("MemTotal")
-    except (OSError, AttributeError):
+        if timing.asynchronous(device):
+            return torch.cuda.mem_get_info(device)
+        return _kibibytes(_MEMINFO, "MemAvailable"), _kibibytes(_MEMINFO, "MemTotal")
+    except (OSError, AttributeError, RuntimeError):
         return None
-
-
-def _meminfo_bytes(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE).group(1)) * 1024
 
 
 def out_of_memory(point, error: str) -> str:
@@ -143,6 +146,7 @@ def out_of_memory(point, error: str) -> str:
     let go; a GPU's cache is emptied first, so that the next point starts clean and the free memory said is what
     it has: "out of memory at B=512 on cuda:0 (3.1 GiB free of 80): ..."."""
     device = torch.device(point.device)
+    gc.collect()  # what reference cycles of the failed call's frames still hold
     if timing.asynchronous(device):
         torch.cuda.empty_cache()
         device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)

@@ -69,7 +69,8 @@ def pytest_addoption(parser):
         type=positive,
         default=None,
         help="seconds a point is timed at most, its pilot included, whatever the precision reached, but for the "
-        "six rounds a point needs at least (default: the sweep's, 6 for the speedup points, 2 for the others)",
+        "least it needs: a pilot of two and ten rounds (default: the sweep's, 6 for the speedup points, 2 for the "
+        "others)",
     )
     group.addoption(
         "--persample-threads",
@@ -136,13 +137,16 @@ def pytest_configure(config):
     config.stash[results.SETTINGS] = settings
     config.pluginmanager.register(progress.Progress(settings), "persample-progress")
     config.pluginmanager.register(results, "persample-results")
-    for device in config.getoption("persample_device") or ():
+    devices = config.getoption("persample_device") or ()
+    for device in devices:
         from persample_bench.grid import check_device
 
         try:
             check_device(device)
         except ValueError as err:
             raise pytest.UsageError(f"--persample-device: {err}") from None
+    if "cuda" in devices and any(device.startswith("cuda:") for device in devices):
+        raise pytest.UsageError("--persample-device: cuda is the current CUDA device; name it or cuda:N, not both")
     threads = config.getoption("persample_threads")
     if threads is not None or settings.timer != "wall":
         import torch

@@ -14,10 +14,11 @@ at least ``min_rounds``, and no more than fit in ``max_time``. A quiet point
 (one round varying by 5%) finishes in a few dozen rounds, a noisy one gets the
 time cap. The pilot takes a quarter of the cap, between ``pilot_rounds`` and
 ``MOST_PILOT_ROUNDS`` rounds: the spread of five rounds was too often a third
-of the rounds' own, and the points planned on it fell far short. The cap is a
-cap: the first round, the pilot and the rounds together stay within it, but
-for the fewest a point needs (``FEWEST_PILOT``, ``FEWEST_ROUNDS``), which a
-point whose rounds take longer than a sixth of the cap gets anyway. The
+of the rounds' own, and the points planned on it fell far short. The cap holds
+the first round, the pilot and the rounds together, but for the least a point
+needs: a pilot of ``FEWEST_PILOT`` and ``min_rounds`` rounds, which a point
+whose rounds take longer than a thirteenth of the cap gets anyway (the pilot
+is cut first). The
 precision reached is computed afterwards from the rounds kept, recorded with
 the point, and flagged where it missed the target.
 pytest-benchmark times a point in one call (``benchmark.pedantic``), which
@@ -38,9 +39,10 @@ HALF_WIDTH_PER_SPREAD = 1.96 * math.sqrt(math.pi / 2)
 # planning for twice it keeps the target met in most points that have the time, rather than half of them.
 PILOT_MARGIN = 2.0
 PILOT_SHARE, MOST_PILOT_ROUNDS = 0.25, 20  # of the time cap; the pilot's rounds at most
-# What a point gets however little time its cap leaves: a spread needs two pilot rounds, a median three rounds.
-# With the first round, six rounds in all: a cap of less than six rounds' time is exceeded by that much only.
-FEWEST_PILOT, FEWEST_ROUNDS = 2, 3
+# The least pilot, however little time the cap leaves: a spread needs two rounds. The timed rounds keep their
+# least (``Precision.min_rounds``) whatever the cap: fewer leave the gate's rank test no p small enough to flag
+# anything (Mann-Whitney's least p is 1/C(2n, n): 0.05 at three rounds a side, 5e-6 at ten).
+FEWEST_PILOT = 2
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Precision:
 
     target: float
     max_time: float
-    # Ten rounds at least where they fit in max_time: the 95% interval of a median of n rounds is the range of the
+    # Ten rounds at least, whatever max_time: the 95% interval of a median of n rounds is the range of the
     # rounds up to n = 5, and leaves the two most extreme out from n = 10 on (``median_interval``), so one stretched
     # round cannot set it.
     min_rounds: int = 10
@@ -104,21 +106,19 @@ def _fit(seconds: float, seconds_per_round: float) -> int:
 
 def pilot_size(seconds_per_round: float, precision: Precision, seconds_left: float | None = None) -> int:
     """Rounds of the pilot: ``PILOT_SHARE`` of the time cap, between ``pilot_rounds`` and ``MOST_PILOT_ROUNDS``,
-    and no more than leave ``FEWEST_ROUNDS`` in ``seconds_left`` (the cap, where not given); ``FEWEST_PILOT`` at
+    and no more than leave ``min_rounds`` in ``seconds_left`` (the cap, where not given); ``FEWEST_PILOT`` at
     least."""
     left = precision.max_time if seconds_left is None else seconds_left
-    wanted = max(
-        precision.pilot_rounds, min(MOST_PILOT_ROUNDS, _fit(PILOT_SHARE * precision.max_time, seconds_per_round))
-    )
-    return max(FEWEST_PILOT, min(wanted, _fit(left, seconds_per_round) - FEWEST_ROUNDS))
+    share = _fit(PILOT_SHARE * precision.max_time, seconds_per_round)
+    wanted = max(precision.pilot_rounds, min(MOST_PILOT_ROUNDS, share))
+    return max(FEWEST_PILOT, min(wanted, _fit(left, seconds_per_round) - precision.min_rounds))
 
 
 def planned_rounds(pilot, seconds_per_round: float, precision: Precision, seconds_left: float) -> int:
     """Rounds to time after a pilot whose statistic per round is ``pilot``: enough to reach the target at the
-    pilot's spread (with a margin), ``min_rounds`` at least, but no more than fit in ``seconds_left``;
-    ``FEWEST_ROUNDS`` whatever the time."""
+    pilot's spread (with a margin), at most what fits in ``seconds_left``, and ``min_rounds`` whatever the time."""
     wanted = math.ceil((HALF_WIDTH_PER_SPREAD * PILOT_MARGIN * spread(pilot) / precision.target) ** 2)
-    return max(FEWEST_ROUNDS, min(max(precision.min_rounds, wanted), _fit(seconds_left, seconds_per_round)))
+    return max(precision.min_rounds, min(wanted, _fit(seconds_left, seconds_per_round)))
 
 
 def statistic(samples: dict) -> list[float]:

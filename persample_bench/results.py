@@ -21,7 +21,7 @@ def _tutorial_line(tutorial: dict, interleaved: dict, heap: str) -> str:
     from persample_bench.crosscheck import POINT
 
     if "error" in tutorial:
-        return tutorial["error"]
+        return "\n" + tutorial["error"]
     turns = tutorial["turns"]
     return (
         f"\nthe tutorial's point, {POINT.workload} B={POINT.batch_size}: {tutorial['speedup']:.2f}x as its own code "
@@ -85,6 +85,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     derived = derive(medians, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved)
     for point, figures in derived.items():
         by_point[point]["extra_info"].update(figures)
+    if tutorial := config.stash[SETTINGS].tutorial():  # a figure of this run, not of the machine: beside its info
+        output_json["persample"] = {"tutorial": tutorial}
 
 
 @pytest.hookimpl(trylast=True)
@@ -113,7 +115,7 @@ def pytest_terminal_summary(terminalreporter, config):
             medians, memory, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved
         )
     )
-    if tutorial := machine.get("tutorial"):
+    if tutorial := settings.tutorial():
         terminalreporter.write_line(_tutorial_line(tutorial, interleaved, settings.heap_said))
     short = [point.id for point, bench in sorted(records.items()) if not bench.extra_info["resolved"]]
     if short:

@@ -29,7 +29,7 @@ class Settings:
     points: dict = field(default_factory=dict)  # nodeid -> Point, as collected
     started: float = field(default_factory=time.perf_counter)
     heap_said: str | None = None  # what applying the heap policy did, once ``start`` has
-    _hardware: dict = field(default_factory=dict)
+    _hardware: dict = field(default_factory=dict)  # machine_info's, once a point is timed
     _tutorial: dict = field(default_factory=dict)
 
     def start(self) -> None:
@@ -40,16 +40,18 @@ class Settings:
             self.heap_said = apply_heap_policy(self.heap)
 
     def machine_info(self) -> dict:
-        """The run's ``machine_info["persample"]``: the hardware and software (read once) and how the run times."""
+        """The run's ``machine_info["persample"]``: the hardware, software and numerics, and how the run times. Read
+        afresh until a point is timed (pytest-benchmark asks at start-up too, under ``--benchmark-compare``, before
+        the devices are known and the suite has fixed its numerics), then once."""
         from persample_bench.hardware import machine_info
         from persample_bench.runformat import FLOOR
         from persample_core import BASELINE
 
-        if not self._hardware:
-            self._hardware.update(machine_info(devices={point.device for point in self.points.values()}))
+        hardware = self._hardware or machine_info(devices={point.device for point in self.points.values()})
+        if self.records:
+            self._hardware.update(hardware)
         return {
-            **self._hardware,
-            "tutorial": self.tutorial(),
+            **hardware,
             "heap": self.heap_said,
             "heap_policy": self.heap,
             "timer": self.timer,

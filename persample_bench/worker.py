@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import replace
 
-from persample_bench.runformat import REFUSED, UNUSABLE, Point
+from persample_bench.runformat import DEFAULT_HEAP, REFUSED, UNUSABLE, Point
 
 
 def _prepared(request: dict) -> tuple[dict, dict, object]:
@@ -46,22 +46,23 @@ def _prepared(request: dict) -> tuple[dict, dict, object]:
     from persample_bench.hardware import machine_info
     from persample_bench.memory import apply_heap_policy
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import CLOCKS, check_timer, clock
+    from persample_bench.timing import CLOCKS, check_timer, clock, clock_for
     from persample_core import BASELINE
     from persample_core.validate import check_choice
 
     threads, timer = request.get("threads", 1), request.get("timer", "cpu")
-    sweep, heap = request.get("sweep", DEFAULT_SWEEP), request.get("heap", "kept")
+    sweep, heap = request.get("sweep", DEFAULT_SWEEP), request.get("heap", DEFAULT_HEAP)
     check_choice("timer", timer, CLOCKS)
     check_choice("sweep", sweep, SWEEPS)
-    check_timer(timer, threads)
+    points = [Point(*fields) for fields in request["points"]]
+    for point in points:
+        check_device(point.device)
+    if any(clock_for(timer, point.device) == timer for point in points):  # the timer is the clock of some point
+        check_timer(timer, threads)
     given = {"target": request.get("precision"), "max_time": request.get("max_time")}
     precision = replace(SWEEPS[sweep].gated, **{name: value for name, value in given.items() if value is not None})
     torch.set_num_threads(threads)
     heap_said = apply_heap_policy(heap)
-    points = [Point(*fields) for fields in request["points"]]
-    for point in points:
-        check_device(point.device)
     prepared = {
         point: (
             prepare_point(replace(point, method=BASELINE), heap=heap),

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         "baseline", nargs="?", help="saved run id (e.g. 0003) or JSON path; default: the run before the newest"
     )
     p.add_argument("candidate", nargs="?", help="saved run id or JSON path; default: the newest run on this hardware")
-    _judging(p, why=": runs stored apart differ by 5-8%%; persample ab resolves 5%%")
+    _judging(p, why=": runs stored apart differ by 5-13%%; persample ab resolves a few per cent")
     p.set_defaults(run=compare)
 
     p = add_parser("plot", help="figures (PNG and SVG) of the newest run and of the history")

@@ -205,8 +205,10 @@ def sweep_figures(run, out: Path) -> list[Path]:
 
 
 def hardware_label(run, device: str) -> str:
-    """What ``run``'s points on ``device`` ran on: the GPU for CUDA points, else the CPU model."""
-    name = run.machine.get("gpu_name") if device == "cuda" else None
+    """What ``run``'s points on ``device`` ran on: the GPU for CUDA points (``cuda``, ``cuda:N``: the name the run
+    recorded for that device), else the CPU model."""
+    named = (run.machine.get("cuda_devices") or {}).get(device, {}).get("name")
+    name = (named or run.machine.get("gpu_name")) if device.split(":")[0] == "cuda" else None
     return name or run.machine.get("cpu_model") or run.machine.get("hardware_id", "?")
 
 

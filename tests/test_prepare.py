@@ -54,6 +54,7 @@ class Benchmark:
     [
         torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB"),
         RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 1 TB"),
+        MemoryError(),  # Python's own, with no message
     ],
 )
 @pytest.mark.parametrize("stage", ["check", "warm-up", "pilot", "rounds", "peak memory"])
@@ -86,6 +87,7 @@ def test_out_of_memory_at_any_stage_skips_the_point_saying_where_and_how_much_is
     with pytest.raises(pytest.skip.Exception, match=r"out of memory at B=1 on cpu \(\d+\.\d GiB free of \d+\)"):
         bench.time_point(benchmark, Point("mlp", "vmap", 1, "cpu"), settings)
     assert calls["vmap"] == fails_at if fails_at else benchmark.timing == (stage == "rounds")
+    assert benchmark.has_error  # so pytest-benchmark stores none of its rounds
 
 
 def test_other_runtime_errors_are_not_hidden_as_skips(monkeypatch):
