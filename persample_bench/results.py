@@ -26,7 +26,7 @@ def _tutorial_line(tutorial: dict, interleaved: dict, heap: str) -> str:
     return (
         f"\nthe tutorial's point, {POINT.workload} B={POINT.batch_size}: {tutorial['speedup']:.2f}x as its own code "
         f"gives it ({tutorial['how']}; {len(turns)} turns, {min(turns):.2f}-{max(turns):.2f}x); "
-        f"{interleaved[POINT]:.2f}x in this run ({heap})"
+        f"{interleaved[POINT]:.2f}x in this run (heap {heap}: docs/measuring.md)"
     )
 
 
@@ -116,7 +116,7 @@ def pytest_terminal_summary(terminalreporter, config):
         )
     )
     if tutorial := settings.tutorial():
-        terminalreporter.write_line(_tutorial_line(tutorial, interleaved, settings.heap_said))
+        terminalreporter.write_line(_tutorial_line(tutorial, interleaved, settings.heap))
     short = [point.id for point, bench in sorted(records.items()) if not bench.extra_info["resolved"]]
     if short:
         terminalreporter.write_line(

@@ -50,6 +50,6 @@ def test_the_default_job_prints_the_tutorials_own_figure_beside_its_own(pytester
     result.assert_outcomes(passed=1)
     said = result.stdout.str()
     assert "the tutorial's point, simple_cnn B=64: 1.60x as its own code gives it (torch.utils.benchmark.Timer" in said
-    assert "3 turns, 1.50-1.75x); " in said and "x in this run (glibc heap keeps freed memory" in said, said
+    assert "3 turns, 1.50-1.75x); " in said and "x in this run (heap kept: docs/measuring.md)" in said, said
     stored = json.loads(out.read_text())["persample"]["tutorial"]
     assert stored["speedup"] == 1.6 and stored["turns"] == [1.5, 1.6, 1.75]
