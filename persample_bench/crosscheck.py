@@ -100,12 +100,12 @@ def _ask(child: subprocess.Popen, seconds: float) -> float:
     return _answer(child)["speedup"]
 
 
-def plain_speedups(turns: int = 3, seconds: float = 1.0) -> list[float]:
+def plain_speedups(turns: int = 3, seconds: float = 1.0, batch: int = BATCH) -> list[float]:
     """vmap's speedup over the loop on the tutorial's own code, by ``Timer`` in a plain process of its own
     (``persample_bench.tutorial``), one per turn: what the default job prints beside its own figure."""
     started = []
     try:
-        child = _start(["-m", "persample_bench.tutorial"], started)
+        child = _start(["-m", "persample_bench.tutorial", str(batch)], started)
         return [_ask(child, seconds) for _ in range(turns)]
     finally:
         for child in started:

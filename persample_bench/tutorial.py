@@ -5,7 +5,8 @@
 project's, changes no allocator setting, and runs the code of
 ../shared/seed/per_sample_grads_tutorial.rst as written (its SimpleCNN, whose
 forward feeds raw logits to ``nll_loss``; ``compute_sample_grads``, the loop;
-``vmap(grad(compute_loss))``) at batch 64 on the CPU, on one torch thread
+``vmap(grad(compute_loss))``) at batch 64 (or the one its argument names) on
+the CPU, on one torch thread
 (``Timer``'s default). Each line it reads is a number of seconds; it answers
 each with one JSON line, ``{"speedup": loop / vmap}``, from
 ``Timer.blocked_autorange`` of each callable for that long.
@@ -67,9 +68,10 @@ def tutorial_pair(batch: int = BATCH) -> dict:
     return {"method": lambda: ft_compute_sample_grad(params, buffers, data, targets), "baseline": compute_sample_grads}
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    batch = int((argv or sys.argv[1:] or [BATCH])[0])  # the tutorial's 64 unless named (the tests' smaller batch)
     torch.set_num_threads(1)  # Timer's default, and the default job's
-    timers = {name: Timer(stmt="fn()", globals={"fn": fn}) for name, fn in tutorial_pair().items()}
+    timers = {name: Timer(stmt="fn()", globals={"fn": fn}) for name, fn in tutorial_pair(batch).items()}
     for timer in timers.values():
         timer.timeit(1)  # warm-up
     print(json.dumps({"ready": True}), flush=True)

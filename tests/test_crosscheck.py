@@ -33,7 +33,7 @@ def test_the_default_jobs_speedup_is_the_one_the_tutorials_code_gives():
 def test_the_plain_side_answers_each_turn_with_a_speedup():
     from persample_bench.crosscheck import plain_speedups
 
-    turns = plain_speedups(turns=2, seconds=0.05)
+    turns = plain_speedups(turns=2, seconds=0.05, batch=4)
     assert len(turns) == 2 and all(0.1 < speedup < 100 for speedup in turns), turns
 
 

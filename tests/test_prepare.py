@@ -49,15 +49,17 @@ class Benchmark:
         self.stats, self.timing = SimpleNamespace(stats=SimpleNamespace(data=data)), False
 
 
+CUDA_OOM = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
+
+
 @pytest.mark.parametrize(
-    "error",
+    "error, stage",
     [
-        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB"),
-        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 1 TB"),
-        MemoryError(),  # Python's own, with no message
+        *((CUDA_OOM, stage) for stage in ("check", "warm-up", "pilot", "rounds", "peak memory")),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 1 TB"), "rounds"),
+        (MemoryError(), "pilot"),  # Python's own, with no message
     ],
 )
-@pytest.mark.parametrize("stage", ["check", "warm-up", "pilot", "rounds", "peak memory"])
 def test_out_of_memory_at_any_stage_skips_the_point_saying_where_and_how_much_is_free(monkeypatch, error, stage):
     calls, benchmark = {"vmap": 0}, Benchmark()
     fails_at = {"warm-up": 1, "pilot": 2}.get(stage)  # the method's first call is its warm-up, the second the pilot's
