@@ -13,8 +13,9 @@ together:
   interleaved rounds until the median is known, the job's clock and heap
   policy; ``--heap``/``--timer`` change them).
 
-The two take turns of ``--seconds`` each, plain then suite, then suite then
-plain, so that both see the same stretches of a machine whose speed wanders
+The two take turns, plain then suite, then suite then plain (a turn: a
+``Timer`` block of ``--seconds`` for each callable, or as long of interleaved
+rounds), so that both see the same stretches of a machine whose speed wanders
 over seconds (docs/studies/2026-12-03-ab.md); each side's speedup is the
 median of its turns'. They must agree within ``--tolerance`` (15%; exit
 status 1 where they do not). What differs between them is everything a user
@@ -45,12 +46,15 @@ PLAIN = "torch.utils.benchmark.Timer on the tutorial's code, a plain process, sy
 
 def serve_suite(heap: str, timer: str) -> int:
     """The suite's side: each line read is a number of seconds, answered with one JSON line, the speedup of the
-    interleaved rounds timed for that long (``timing.measure``, its precision target left unmet on purpose)."""
+    default job's interleaved rounds (``timing.interleaved``) timed for twice that long, as long as the plain side's
+    two blocks take, so that both sides see the same stretches of the machine; one round at least."""
+    import time
+
     import torch
 
-    from persample_bench.precision import Precision, statistic
+    from persample_bench.precision import statistic
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import clock, measure
+    from persample_bench.timing import clock, interleaved
     from persample_core import BASELINE
 
     torch.set_num_threads(1)
@@ -60,15 +64,20 @@ def serve_suite(heap: str, timer: str) -> int:
     }
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        samples, _ = measure(fns, Precision(0.001, max_time=2 * float(line)), clock(timer, POINT.device))
+        samples, until = {"method": [], "baseline": []}, time.perf_counter() + 2 * float(line)
+        while not samples["method"] or time.perf_counter() < until:
+            for name, values in interleaved(fns, rounds=1, warmup=0, clock=clock(timer, POINT.device)).items():
+                samples[name] += values
         print(json.dumps({"speedup": 1 / statistics.median(statistic(samples))}), flush=True)
     return 0
 
 
-def _answer(child: subprocess.Popen) -> dict:
-    """The child's next line, as JSON, within ``ANSWER_SECONDS``; a RuntimeError (or ValueError) where not."""
-    if not select.select([child.stdout], [], [], ANSWER_SECONDS)[0]:
-        raise RuntimeError(f"no answer in {ANSWER_SECONDS} s")
+def _answer(child: subprocess.Popen, seconds: float = 0.0) -> dict:
+    """The child's next line, as JSON, within ``ANSWER_SECONDS`` and four times a turn of ``seconds``; a
+    RuntimeError (or ValueError) where not."""
+    deadline = ANSWER_SECONDS + 4 * seconds
+    if not select.select([child.stdout], [], [], deadline)[0]:
+        raise RuntimeError(f"no answer in {deadline:g} s")
     line = child.stdout.readline()
     if not line:
         raise RuntimeError(f"it exited with status {child.wait()}")
@@ -77,7 +86,10 @@ def _answer(child: subprocess.Popen) -> dict:
 
 def _stop(child: subprocess.Popen) -> None:
     """End a child: its input closed, which ends its loop; killed if it has not ended a few seconds later."""
-    child.stdin.close()
+    try:
+        child.stdin.close()
+    except OSError:  # it died with our last request unread (Popen.communicate ignores this too)
+        pass
     try:
         child.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -97,7 +109,7 @@ def _start(args: list[str], started: list) -> subprocess.Popen:
 def _ask(child: subprocess.Popen, seconds: float) -> float:
     child.stdin.write(f"{seconds}\n")
     child.stdin.flush()
-    return _answer(child)["speedup"]
+    return _answer(child, seconds)["speedup"]
 
 
 def plain_speedups(turns: int = 3, seconds: float = 1.0, batch: int = BATCH) -> list[float]:

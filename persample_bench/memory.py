@@ -132,12 +132,12 @@ def peak_bytes(fn, device) -> int | None:
 
 def _free_and_total(device) -> tuple[int, int] | None:
     """(bytes free, bytes in all) of ``device``'s memory: the GPU's, or the machine's available memory; None where
-    it cannot be told (no /proc, or a CUDA error that outlived the one that ran out)."""
+    /proc cannot tell."""
+    if timing.asynchronous(device):
+        return torch.cuda.mem_get_info(device)
     try:
-        if timing.asynchronous(device):
-            return torch.cuda.mem_get_info(device)
         return _kibibytes(_MEMINFO, "MemAvailable"), _kibibytes(_MEMINFO, "MemTotal")
-    except (OSError, AttributeError, RuntimeError):
+    except (OSError, AttributeError):
         return None
 
 
@@ -147,9 +147,12 @@ def out_of_memory(point, error: str) -> str:
     it has: "out of memory at B=512 on cuda:0 (3.1 GiB free of 80): ..."."""
     device = torch.device(point.device)
     gc.collect()  # what reference cycles of the failed call's frames still hold
-    if timing.asynchronous(device):
-        torch.cuda.empty_cache()
-        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
-    memory = _free_and_total(device)
+    try:
+        if timing.asynchronous(device):
+            torch.cuda.empty_cache()
+            device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+        memory = _free_and_total(device)
+    except RuntimeError:  # a CUDA error that outlived the one that ran out: the skip, without the figure
+        memory = None
     free = "" if memory is None else f" ({memory[0] / 2**30:.1f} GiB free of {memory[1] / 2**30:.0f})"
     return f"out of memory at B={point.batch_size} on {device}{free}: {error}"

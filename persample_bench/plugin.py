@@ -148,7 +148,8 @@ def pytest_configure(config):
     if "cuda" in devices and any(device.startswith("cuda:") for device in devices):
         raise pytest.UsageError("--persample-device: cuda is the current CUDA device; name it or cuda:N, not both")
     threads = config.getoption("persample_threads")
-    if threads is not None or settings.timer != "wall":
+    cpu_points = not devices or "cpu" in devices  # the timer is the clock of CPU points only
+    if threads is not None or (settings.timer != "wall" and cpu_points):
         import torch
 
         from persample_bench.timing import check_timer
@@ -158,7 +159,8 @@ def pytest_configure(config):
                 raise pytest.UsageError(f"--persample-threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)
         try:
-            check_timer(settings.timer, torch.get_num_threads())
+            if cpu_points:
+                check_timer(settings.timer, torch.get_num_threads())
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
 

@@ -48,7 +48,7 @@ FEWEST_PILOT = 2
 @dataclass(frozen=True)
 class Precision:
     """What a point is measured to: its median within ``target`` (relative half-width of the 95% interval),
-    in at least ``min_rounds`` and at most ``max_time`` seconds of rounds (pilot included)."""
+    in at most ``max_time`` seconds of rounds (pilot included), but never fewer than ``min_rounds`` rounds."""
 
     target: float
     max_time: float

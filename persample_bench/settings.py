@@ -98,7 +98,7 @@ class Settings:
 
     def cost(self, point) -> float:
         """A point's seconds, roughly, for the progress line's estimate: its time cap, and the float64 check and the
-        fewest rounds, which grow with the batch."""
+        least rounds it gets past the cap, which grow with the batch."""
         from persample_bench.bench import INTERLEAVED
 
         return self.precision(gated=point.method in INTERLEAVED).max_time + point.batch_size / 16
