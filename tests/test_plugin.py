@@ -193,6 +193,17 @@ def test_the_gate_needs_a_stored_run_and_passes_unchanged_code(recorded):
     assert code is None and "REGRESSION" not in text and f"candidate {unchanged[-1]}" in text, text
 
 
+def test_the_gate_refuses_a_run_computed_with_other_numerics(storage):
+    # The newest run, as if its matmul had run at TF32's precision: no verdict on other arithmetic.
+    *earlier, newest = sorted(storage.glob("*/*.json"))
+    data = json.loads(newest.read_text())
+    data["machine_info"]["persample"]["float32_matmul_precision"] = "high"
+    newest.write_text(json.dumps(data))
+    code, text = gate_session(storage, frozenset(earlier))
+    assert code == pytest.ExitCode.USAGE_ERROR, text
+    assert "computed with different numerics (float32_matmul_precision: 'highest' != 'high')" in text, text
+
+
 @pytest.mark.parametrize(
     "before, after",
     [(pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERRUPTED)],
