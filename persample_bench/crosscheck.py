@@ -10,8 +10,8 @@ together:
   of the tutorial who times it gets;
 - **suite**: the default job's point, ``simple_cnn`` loop and vmap prepared
   and timed as ``tox -e bench`` times them (``prepare.prepare_point``,
-  interleaved rounds until the median is known, the job's clock and heap
-  policy; ``--heap``/``--timer`` change them).
+  interleaved rounds, the job's clock and heap policy; ``--heap``/``--timer``
+  change them), for as long as the plain side's turn takes.
 
 The two take turns, plain then suite, then suite then plain (a turn: a
 ``Timer`` block of ``--seconds`` for each callable, or as long of interleaved
