@@ -46,15 +46,13 @@ PLAIN = "torch.utils.benchmark.Timer on the tutorial's code, a plain process, sy
 
 def serve_suite(heap: str, timer: str) -> int:
     """The suite's side: each line read is a number of seconds, answered with one JSON line, the speedup of the
-    default job's interleaved rounds (``timing.interleaved``) timed for twice that long, as long as the plain side's
+    default job's interleaved rounds (``timing.timed_for``) timed for twice that long, as long as the plain side's
     two blocks take, so that both sides see the same stretches of the machine; one round at least."""
-    import time
-
     import torch
 
     from persample_bench.precision import statistic
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import clock, interleaved
+    from persample_bench.timing import clock, timed_for
     from persample_core import BASELINE
 
     torch.set_num_threads(1)
@@ -64,10 +62,7 @@ def serve_suite(heap: str, timer: str) -> int:
     }
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        samples, until = {"method": [], "baseline": []}, time.perf_counter() + 2 * float(line)
-        while not samples["method"] or time.perf_counter() < until:
-            for name, values in interleaved(fns, rounds=1, warmup=0, clock=clock(timer, POINT.device)).items():
-                samples[name] += values
+        samples = timed_for(fns, 2 * float(line), clock(timer, POINT.device))
         print(json.dumps({"speedup": 1 / statistics.median(statistic(samples))}), flush=True)
     return 0
 

@@ -148,8 +148,7 @@ def pytest_configure(config):
     if "cuda" in devices and any(device.startswith("cuda:") for device in devices):
         raise pytest.UsageError("--persample-device: cuda is the current CUDA device; name it or cuda:N, not both")
     threads = config.getoption("persample_threads")
-    cpu_points = not devices or "cpu" in devices  # the timer is the clock of CPU points only
-    if threads is not None or (settings.timer != "wall" and cpu_points):
+    if threads is not None or settings.timer != "wall":
         import torch
 
         from persample_bench.timing import check_timer
@@ -158,9 +157,8 @@ def pytest_configure(config):
             if threads < 1:
                 raise pytest.UsageError(f"--persample-threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)
-        try:
-            if cpu_points:
-                check_timer(settings.timer, torch.get_num_threads())
+        try:  # the timer is the clock of CPU points only; without --persample-device there are some
+            check_timer(settings.timer, torch.get_num_threads(), devices or ("cpu",))
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
 

@@ -108,9 +108,10 @@ def clock(timer: str, device):
     return CLOCKS[clock_for(timer, device)]
 
 
-def check_timer(timer: str, threads: int) -> None:
-    """Refuse the CPU clock where it would not measure the call (see the module's notes)."""
-    if timer == "cpu" and threads != 1:
+def check_timer(timer: str, threads: int, devices=("cpu",)) -> None:
+    """Refuse the CPU clock where it would time a point on one of ``devices`` and not measure its call (see the
+    module's notes); a device timed on the wall clock whatever the timer (``clock_for``) asks nothing of it."""
+    if timer == "cpu" and threads != 1 and any(clock_for(timer, device) == "cpu" for device in devices):
         raise ValueError(
             f"the cpu timer needs one torch thread, not {threads}: with more it also counts "
             "workers spinning; pass --threads 1 as well (--persample-threads 1 under pytest)"
@@ -167,6 +168,16 @@ def interleaved(fns: dict, *, rounds: int, warmup: int = 1, clock=time.perf_coun
             start = clock()
             fn()
             samples[name].append(clock() - start)
+    return samples
+
+
+def timed_for(fns: dict, seconds: float, clock=time.perf_counter) -> dict[str, list[float]]:
+    """``fns`` timed in interleaved rounds for ``seconds``, one round at least: seconds per call, one list per name
+    (a slice of ``persample ab``'s worker, a turn of the cross-check's suite side)."""
+    samples, until = {name: [] for name in fns}, time.perf_counter() + seconds
+    while not any(samples.values()) or time.perf_counter() < until:
+        for name, values in interleaved(fns, rounds=1, warmup=0, clock=clock).items():
+            samples[name] += values
     return samples
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import replace
 
 from persample_bench.runformat import DEFAULT_HEAP, REFUSED, UNUSABLE, Point
@@ -46,7 +45,7 @@ def _prepared(request: dict) -> tuple[dict, dict, object]:
     from persample_bench.hardware import machine_info
     from persample_bench.memory import apply_heap_policy
     from persample_bench.prepare import prepare_point
-    from persample_bench.timing import CLOCKS, check_timer, clock, clock_for
+    from persample_bench.timing import CLOCKS, check_timer, clock
     from persample_core import BASELINE
     from persample_core.validate import check_choice
 
@@ -57,8 +56,7 @@ def _prepared(request: dict) -> tuple[dict, dict, object]:
     points = [Point(*fields) for fields in request["points"]]
     for point in points:
         check_device(point.device)
-    if any(clock_for(timer, point.device) == timer for point in points):  # the timer is the clock of some point
-        check_timer(timer, threads)
+    check_timer(timer, threads, [point.device for point in points])
     given = {"target": request.get("precision"), "max_time": request.get("max_time")}
     precision = replace(SWEEPS[sweep].gated, **{name: value for name, value in given.items() if value is not None})
     torch.set_num_threads(threads)
@@ -107,7 +105,7 @@ def serve(lines, write) -> None:
     point's method and baseline timed in interleaved rounds for ``s`` seconds (one round at least). It ends at the
     end of its input. ``persample ab`` keeps one such process a side alive and has them take turns, so that both
     sides are timed within the same second of the machine (``persample_gate.ab``)."""
-    from persample_bench.timing import interleaved
+    from persample_bench.timing import timed_for
 
     request = json.loads(next(lines))
     prepared, machine, _ = _prepared(request)
@@ -118,12 +116,8 @@ def serve(lines, write) -> None:
         ask = json.loads(line)
         if ask["point"] not in fns:
             raise ValueError(f"no point {ask['point']!r} in this worker's request; prepared: {', '.join(fns)}")
-        (calls, clock), samples = fns[ask["point"]], {"method": [], "baseline": []}
-        until = time.perf_counter() + ask["seconds"]
-        while not samples["method"] or time.perf_counter() < until:
-            for name, values in interleaved(calls, rounds=1, warmup=0, clock=clock).items():
-                samples[name] += values
-        write(samples)
+        calls, clock = fns[ask["point"]]
+        write(timed_for(calls, ask["seconds"], clock))
 
 
 def _write(answer: dict) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from persample_bench.runformat import HEAPS, TIMERS, positive, software_changes, this_hardware_id
+from persample_bench.runformat import DEFAULT_HEAP, HEAPS, TIMERS, positive, software_changes, this_hardware_id
 from persample_gate import ab, gate, history, sensitivity, verdicts, workers
 from persample_gate.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS
 
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--heap",
         choices=HEAPS,
-        default="kept",
+        default=DEFAULT_HEAP,
         help="heap policy (default: kept, as the pytest suite's: on the system allocator the host's paging and the "
         "allocator's history move a call's time by more than the change ab resolves)",
     )

@@ -33,3 +33,15 @@ def test_the_cpu_clock_needs_one_thread_and_cuda_keeps_the_wall_clock():
     timing.check_timer("cpu", 1)
     timing.check_timer("wall", 2)
     assert timing.clock_for("cpu", "cuda") == "wall" and timing.clock_for("cpu", "cpu") == "cpu"
+
+
+def test_the_cpu_timer_is_checked_only_where_it_times_a_point():
+    timing.check_timer("cpu", 4, ["cuda", "cuda:1"])  # CUDA points keep the wall clock: nothing to refuse
+    with pytest.raises(ValueError, match="needs one torch thread, not 4"):
+        timing.check_timer("cpu", 4, ["cuda", "cpu"])
+
+
+def test_timed_for_takes_interleaved_rounds_for_its_seconds_and_one_at_least():
+    calls = []
+    samples = timing.timed_for({"method": lambda: calls.append("m"), "baseline": lambda: calls.append("b")}, 0.0)
+    assert calls == ["m", "b"] and len(samples["method"]) == len(samples["baseline"]) == 1
