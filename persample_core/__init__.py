@@ -21,7 +21,7 @@ from persample_core.reference import (
     compare_with_reference,
     reference_grads,
 )
-from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS, Workload, make_workload
+from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS, Workload, WorkloadError, make_workload
 
 __all__ = [
     "BASELINE",
@@ -40,5 +40,6 @@ __all__ = [
     "DEFAULT_WORKLOAD",
     "WORKLOADS",
     "Workload",
+    "WorkloadError",
     "make_workload",
 ]

@@ -7,6 +7,16 @@ largest absolute reference value of that parameter: a relative error at the
 gradient's own scale, which stays meaningful where single entries are ~0.
 Samples that sit on a kink of ReLU or max-pool are found from the reference
 alone and left out of the float32 comparison (see ``unstable_samples``).
+
+In bfloat16 and float16 (``LOW_PRECISION``) rounding crosses kinks in most
+samples of a ReLU network, and the gradients themselves are far from the
+float64 ones (simple_cnn: 12% in norm; ResNet-18-GN: 31%, in bfloat16 on a
+CPU), so no per-sample bound both holds and means anything. There a method is
+held to two things (``compare_low_precision``): its code is right (the float32
+comparison above, on a float32 copy), and in the low precision it loses no more
+than the tutorial's loop does in that precision: each parameter's error in norm
+over the batch, against float64, at most twice the loop's worst plus the
+precision's tolerance.
 """
 
 from __future__ import annotations
@@ -54,9 +64,13 @@ class ReferenceMismatch(AssertionError):
 
 
 # The random weight perturbation that finds samples at a kink, as a fraction of
-# the tolerance: a smooth gradient moves by about twice the perturbation (5x
-# margin below the tolerance), one at a kink jumps by ~1e-2.
-JITTER_PER_TOLERANCE = 0.1
+# the tolerance. A smooth gradient moves by a multiple of it that grows with
+# depth (simple_cnn ~2.6x, ResNet-18-GN ~10x), one at a kink jumps by ~1e-2. At
+# a tenth of the tolerance ResNet-18-GN's 11M weights crossed a kink in every
+# sample, which left the float32 check nothing to judge; at a hundredth the
+# smooth movement stays 10x below the tolerance (tests/test_correctness.py's
+# test_dp_standard_workloads_match_float64 holds that samples are judged).
+JITTER_PER_TOLERANCE = 0.01
 
 
 def reference_grads(model, loss_fn, inputs, targets, *, jitter: float = 0.0, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -124,9 +138,43 @@ def gradient_precision(got: dict) -> str:
 def compare_with_reference(
     model, loss_fn, inputs, targets, method: str, *, tolerance: float | None = None
 ) -> Comparison:
-    """Run ``method`` and measure its error against the float64 reference (see ``compare``)."""
+    """Run ``method`` and measure its error against the float64 reference (see ``compare``; in bfloat16 and float16,
+    ``compare_low_precision``)."""
     got = per_sample_grads(model, loss_fn, inputs, targets, method=method)
+    if gradient_precision(got) in LOW_PRECISION and tolerance is None:
+        return compare_low_precision(model, loss_fn, inputs, targets, method, got)
     return compare(method, got, expect(model, loss_fn, inputs, targets, gradient_precision(got)), tolerance=tolerance)
+
+
+LOW_PRECISION = ("bfloat16", "float16")
+LOW_PRECISION_MARGIN = 2.0  # a method may lose up to twice what the loop loses in the same precision
+
+
+def _norm_errors(got: dict, want: dict) -> dict:
+    """Each parameter's error over the whole batch, in norm: ``||got - want|| / ||want||``."""
+    return {
+        name: ((got[name].detach().cpu().to(torch.float64) - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+        for name, ref in want.items()
+    }
+
+
+def compare_low_precision(model, loss_fn, inputs, targets, method: str, got: dict) -> Comparison:
+    """``got``, ``method``'s gradients in bfloat16 or float16, judged as the module's docstring says: a
+    ReferenceMismatch unless the method is right in float32; then its errors in norm against float64, with the
+    tolerance ``LOW_PRECISION_MARGIN`` x the loop's worst in this precision + the precision's own."""
+    as_float32 = copy.deepcopy(model).float()
+    floats = inputs.float() if inputs.is_floating_point() else inputs
+    assert_matches_reference(as_float32, loss_fn, floats, targets, method)
+    want = reference_grads(model, loss_fn, inputs, targets)
+    loop = _norm_errors(per_sample_grads(model, loss_fn, inputs, targets, method="loop"), want)
+    prec = gradient_precision(got)
+    tolerance = LOW_PRECISION_MARGIN * max(loop.values()) + TOLERANCES[prec]
+    for name, ref in want.items():
+        if got[name].shape != ref.shape:
+            raise ReferenceMismatch(
+                f"method {method!r}: {name!r} has shape {tuple(got[name].shape)}, expected {tuple(ref.shape)}"
+            )
+    return Comparison(method, f"{prec}, in norm against the loop's", tolerance, _norm_errors(got, want))
 
 
 def compare(method: str, got: dict, expected: Expected, *, tolerance: float | None = None) -> Comparison:

@@ -34,7 +34,9 @@ def test_unknown_method_lists_known_ones(mlp):
 
 def test_unknown_workload_lists_known_ones():
     with pytest.raises(
-        ValueError, match=r"unknown workload 'resnet'; choose one of: mlp, simple_cnn, tiny_transformer"
+        ValueError,
+        match=r"unknown workload 'resnet'; choose one of: char_lstm, mlp, resnet18_gn, simple_cnn, tiny_transformer, "
+        r"or give MODULE:FUNCTION",
     ):
         make_workload("resnet", batch_size=2)
 
