@@ -74,14 +74,16 @@ def todays_axes() -> dict[str, list]:
     workloads, and results would be stored under the wrong names. So the
     params are today's ``persample_bench.grid.axes()``, computed in a child
     process started in the source tree, and cached under ``.asv/`` keyed by
-    the source and the sweep, so that not every benchmark process pays for it.
+    the source, the sweep and ``PERSAMPLE_WORKLOADS``, so that not every benchmark process pays for it (after
+    installing a package that registers workloads, remove ``.asv/axes-*.json`` to see them).
     """
     source = b"".join(
         path.read_bytes()
         for package in ("persample_core", "persample_bench")
         for path in sorted((REPO / package).glob("*.py"))
     )
-    key = hashlib.sha256(os.environ.get("PERSAMPLE_SWEEP", "").encode() + source).hexdigest()[:16]
+    chosen = os.environ.get("PERSAMPLE_SWEEP", "") + "|" + os.environ.get("PERSAMPLE_WORKLOADS", "")
+    key = hashlib.sha256(chosen.encode() + source).hexdigest()[:16]
     cache = REPO / ".asv" / f"axes-{key}.json"
     if not cache.exists():
         child = subprocess.run([sys.executable, "-c", AXES_SCRIPT], cwd=REPO, capture_output=True, text=True)
@@ -150,6 +152,8 @@ class PointBenchmark:
         try:
             return prepared(point)
         except MethodUnavailable as err:
+            raise SkipNotImplemented(f"{point.id}: {err}") from err
+        except ValueError as err:  # its B x P gradients would not fit (memory.WouldNotFit), or this commit lacks it
             raise SkipNotImplemented(f"{point.id}: {err}") from err
         except (ImportError, AttributeError) as err:
             raise SkipNotImplemented(f"this commit's persample_core lacks what {point.id} needs: {err}") from err

@@ -16,8 +16,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from persample_bench.memory import out_of_memory, peak_bytes
+from persample_bench.memory import WouldNotFit, out_of_memory, peak_bytes
 from persample_bench.prepare import prepare_point
+from persample_bench.runformat import DEFAULT_DTYPE
 from persample_bench.timing import plan, reached
 from persample_core import BASELINE, MethodUnavailable, is_out_of_memory
 
@@ -32,6 +33,8 @@ def prepare_or_skip(point, **how):
         return prepare_point(point, **how)
     except MethodUnavailable as err:
         pytest.skip(f"{point.method} unavailable: {err}")
+    except WouldNotFit as err:
+        pytest.skip(str(err))
 
 
 def seconds(fn, clock) -> float:
@@ -60,13 +63,15 @@ def time_point(benchmark, point, settings) -> dict:
 def _time_point(benchmark, point, settings) -> dict:
     how = {"heap": settings.heap, "progress": settings.progress}
     prepared = prepare_or_skip(point, **how)
-    benchmark.group = f"{point.workload} {point.device} B={point.batch_size}"
+    benchmark.group = f"{point.workload} {point.device} B={point.batch_size}" + (
+        "" if point.dtype == DEFAULT_DTYPE else f" {point.dtype}"
+    )
     benchmark.extra_info.update(
         workload=point.workload,
         method=point.method,
         batch_size=point.batch_size,
         device=point.device,
-        dtype="float32",
+        dtype=point.dtype,
         threads=torch.get_num_threads(),
         n_params=prepared.n_params,
         gradient_bytes=prepared.gradient_bytes,

@@ -1,4 +1,4 @@
-"""The sweep, defined once: workloads x methods x batch sizes x devices, and how precisely each point is timed.
+"""The sweep, defined once: workloads x methods x batch sizes x devices x dtypes, and how precisely each point is timed.
 
 Both harnesses read it: the pytest-benchmark suite parametrizes over
 ``points()``, the asv suite takes ``axes()`` as its params and skips what
@@ -12,9 +12,21 @@ serves both harnesses:
   (and the floor) on its CNN across batch sizes, and at B = 1 and 64 on the
   two other workloads (every workload has the first batch size, which asv's
   dashboard opens on);
-- ``quick``: every method, at more batch sizes of the other workloads;
+- ``quick``: every method, at more batch sizes of the other workloads, and the
+  DP-standard ones (ResNet-18 with GroupNorm, a character LSTM) at the batch
+  sizes a 2-core CPU times in minutes;
 - ``full``: every method up to batches where the B x P per-sample gradients
-  (1.2M parameters for simple_cnn) fill a GPU's memory, timed more precisely.
+  (1.2M parameters for simple_cnn, 11.2M for resnet18_gn) fill a GPU's memory,
+  timed more precisely.
+
+The workloads a package registers (``persample_core.workloads``) join the
+quick and full sweeps at their own batch sizes. Naming workloads
+(``--persample-workload``, or ``PERSAMPLE_WORKLOADS`` for asv, comma-separated)
+times those alone: a workload of the sweep at its batch sizes there, any other
+at its own (``persample_core.workloads.batch_sizes``); ``--persample-batch-sizes``
+overrides the batch sizes of all. Points are float32 unless ``--persample-dtype``
+names more dtypes; float16 is timed on CUDA only (the CPU's half kernels are not
+what anyone trains with).
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import os
 from dataclasses import dataclass
 
 from persample_bench.precision import Precision
-from persample_bench.runformat import Point
+from persample_bench.runformat import DEFAULT_DTYPE, DTYPES, Point
 from persample_core.methods import BASELINE, METHODS
 from persample_core.validate import check_choice
 from persample_core.workloads import DEFAULT_WORKLOAD
@@ -54,7 +66,13 @@ SWEEPS = {
         plain=Precision(0.05, max_time=2.0),
     ),
     "quick": Sweep(
-        {DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256), "mlp": (1, 64, 256), "tiny_transformer": (1, 64, 256)},
+        {
+            DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256),
+            "mlp": (1, 64, 256),
+            "tiny_transformer": (1, 64, 256),
+            "resnet18_gn": (1, 8),
+            "char_lstm": (1, 8, 64),
+        },
         None,
         gated=Precision(0.03, max_time=6.0),
         plain=Precision(0.05, max_time=2.0),
@@ -64,6 +82,8 @@ SWEEPS = {
             DEFAULT_WORKLOAD: (1, 8, 32, 64, 128, 256, 512, 1024),
             "mlp": (1, 8, 64, 256, 1024),
             "tiny_transformer": (1, 8, 64, 256, 1024),
+            "resnet18_gn": (1, 8, 32, 64, 128),
+            "char_lstm": (1, 8, 64, 256, 1024),
         },
         None,
         gated=Precision(0.02, max_time=20.0),
@@ -76,6 +96,40 @@ def current_sweep() -> str:
     sweep = os.environ.get("PERSAMPLE_SWEEP", DEFAULT_SWEEP)
     check_choice("sweep (PERSAMPLE_SWEEP)", sweep, SWEEPS)
     return sweep
+
+
+def current_workloads() -> tuple:
+    """The workloads ``PERSAMPLE_WORKLOADS`` names (comma-separated specs), for asv, which takes no options; none:
+    the sweep's."""
+    return tuple(name.strip() for name in os.environ.get("PERSAMPLE_WORKLOADS", "").split(",") if name.strip())
+
+
+def _own_sizes(names, sweep: str) -> dict:
+    """``{workload: its own batch sizes}`` of ``names``, or of the registered workloads beyond the mission sweep
+    where ``names`` is None; none where the installed persample_core predates registered workloads (asv times old
+    commits, whose points of them are skipped)."""
+    try:
+        from persample_core.workloads import batch_sizes, registered
+    except ImportError:
+        return {}
+    if names is None:
+        names = sorted(registered()) if sweep != DEFAULT_SWEEP else []
+    return {name: batch_sizes(name) for name in names}
+
+
+def sizes(sweep: str | None = None, *, workloads=(), batch_sizes=()) -> dict[str, tuple]:
+    """``{workload: batch sizes}`` a run times: ``sweep``'s (the registered workloads in quick and full), or the
+    named ``workloads`` alone (else ``PERSAMPLE_WORKLOADS``'s), each at ``batch_sizes`` where given."""
+    sweep = sweep or current_sweep()
+    workloads = tuple(dict.fromkeys(workloads or current_workloads()))
+    swept = SWEEPS[sweep].batch_sizes
+    if workloads:
+        own = _own_sizes([name for name in workloads if name not in swept], sweep)
+        chosen = {name: swept.get(name) or own.get(name) for name in workloads}
+        chosen = {name: found for name, found in chosen.items() if found}
+    else:
+        chosen = {**swept, **_own_sizes(None, sweep)}
+    return {name: tuple(batch_sizes) or found for name, found in chosen.items()}
 
 
 def sweep_methods(sweep: str | None = None) -> list[str]:
@@ -93,14 +147,22 @@ def check_methods(names) -> list[str]:
 
 
 def axes(sweep: str | None = None) -> dict[str, list]:
-    """Every value each axis takes in ``sweep``: asv's ``params``, in the order of ``Point``'s fields."""
-    sizes = SWEEPS[sweep or current_sweep()].batch_sizes
+    """Every value each axis takes in ``sweep``: asv's ``params``, in the order of ``Point``'s fields (asv times
+    float32: its points have no dtype axis)."""
+    chosen = sizes(sweep)
     return {
-        "workload": sorted(sizes),
+        "workload": sorted(chosen),
         "method": list(METHODS),
-        "batch_size": sorted({b for per_workload in sizes.values() for b in per_workload}),
+        "batch_size": sorted({b for per_workload in chosen.values() for b in per_workload}),
         "device": list(DEVICES),
     }
+
+
+def check_dtypes(names) -> list[str]:
+    """``names`` as the dtype axis, refused by name unless each is in ``DTYPES``; float32 where none is named."""
+    for name in names:
+        check_choice("dtype", name, DTYPES)
+    return list(dict.fromkeys(names)) or [DEFAULT_DTYPE]
 
 
 def check_device(text: str) -> str:
@@ -126,23 +188,34 @@ def check_device(text: str) -> str:
 
 
 def in_sweep(point: Point, sweep: str | None = None) -> bool:
-    sizes = SWEEPS[sweep or current_sweep()].batch_sizes
     return (
         point.method in sweep_methods(sweep)
         and point.device.split(":")[0] in DEVICES
-        and point.batch_size in sizes.get(point.workload, ())
+        and point.batch_size in sizes(sweep).get(point.workload, ())
     )
 
 
-def points(sweep: str | None = None, *, methods=None, devices=DEVICES, floor: str | None = None) -> list[Point]:
-    """The points of ``sweep`` (its methods, or ``methods``, and the ``floor`` where named), workload by workload,
-    smallest batch first."""
-    sizes = SWEEPS[sweep or current_sweep()].batch_sizes
+def points(
+    sweep: str | None = None,
+    *,
+    methods=None,
+    devices=DEVICES,
+    floor: str | None = None,
+    workloads=(),
+    batch_sizes=(),
+    dtypes=(DEFAULT_DTYPE,),
+) -> list[Point]:
+    """The points of ``sweep`` (its methods, or ``methods``, and the ``floor`` where named; its workloads, or
+    ``workloads``, at ``batch_sizes`` where given: ``sizes``), in each of ``dtypes`` (float16 on CUDA only),
+    workload by workload, smallest batch first."""
+    chosen = sizes(sweep, workloads=workloads, batch_sizes=batch_sizes)
     timed = [*(methods or sweep_methods(sweep)), *([floor] if floor else [])]
     return [
-        Point(workload, method, batch_size, device)
-        for workload in sizes
+        Point(workload, method, batch_size, device, dtype)
+        for workload in chosen
         for device in devices
-        for batch_size in sizes[workload]
+        for dtype in dtypes
+        if not (dtype == "float16" and device == "cpu")
+        for batch_size in chosen[workload]
         for method in timed
     ]

@@ -39,10 +39,9 @@ def fix_numerics() -> None:
     torch.backends.cudnn.deterministic = False
 
 
-def numerics(dtype: str = "float32") -> dict:
+def numerics() -> dict:
     """What this process computes with (``runformat.NUMERICS``: runs that differ in any are not compared)."""
     return {
-        "dtype": dtype,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),

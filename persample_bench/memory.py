@@ -130,7 +130,7 @@ def peak_bytes(fn, device) -> int | None:
     return max(0, _status_bytes("VmHWM") - before)
 
 
-def _free_and_total(device) -> tuple[int, int] | None:
+def free_and_total(device) -> tuple[int, int] | None:
     """(bytes free, bytes in all) of ``device``'s memory: the GPU's, or the machine's available memory; None where
     /proc cannot tell."""
     if timing.asynchronous(device):
@@ -139,6 +139,25 @@ def _free_and_total(device) -> tuple[int, int] | None:
         return _kibibytes(_MEMINFO, "MemAvailable"), _kibibytes(_MEMINFO, "MemTotal")
     except (OSError, AttributeError):
         return None
+
+
+class WouldNotFit(ValueError):
+    """A point whose B x P per-sample gradients alone would not fit in its device's free memory: skipped saying so,
+    never attempted (the attempt could take the machine's memory from everything else on it)."""
+
+
+def check_fits(point, gradient_bytes: int) -> None:
+    """Raise ``WouldNotFit`` where ``gradient_bytes``, the least any method needs at ``point``, exceed the free
+    memory of its device (the GPU's, or the machine's available memory); nothing where it cannot be told."""
+    device = torch.device(point.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    memory = free_and_total(device)
+    if memory is not None and gradient_bytes > memory[0]:
+        raise WouldNotFit(
+            f"{point.id}: its B x P per-sample gradients need {gradient_bytes / 2**30:.1f} GiB and {device} has "
+            f"{memory[0] / 2**30:.1f} GiB free of {memory[1] / 2**30:.0f}; skipped, not attempted"
+        )
 
 
 def out_of_memory(point, error: str) -> str:
@@ -151,7 +170,7 @@ def out_of_memory(point, error: str) -> str:
         if timing.asynchronous(device):
             torch.cuda.empty_cache()
             device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
-        memory = _free_and_total(device)
+        memory = free_and_total(device)
     except RuntimeError:  # a CUDA error that outlived the one that ran out: the skip, without the figure
         memory = None
     free = "" if memory is None else f" ({memory[0] / 2**30:.1f} GiB free of {memory[1] / 2**30:.0f})"

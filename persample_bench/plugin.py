@@ -36,7 +36,16 @@ import os
 import pytest
 
 from persample_bench import progress, results
-from persample_bench.runformat import DEFAULT_HEAP, FLOOR, HEAPS, OPTIONS_GROUP, TIMERS, positive
+from persample_bench.runformat import (
+    DEFAULT_DTYPE,
+    DEFAULT_HEAP,
+    FLOOR,
+    HEAPS,
+    OPTIONS_GROUP,
+    TIMERS,
+    batch_sizes,
+    positive,
+)
 from persample_bench.settings import Settings
 
 SWEEP_CHOICES = ("mission", "quick", "full")  # persample_bench.grid.SWEEPS, named here to keep torch out of startup
@@ -56,6 +65,29 @@ def pytest_addoption(parser):
         default=None,
         help="comma-separated methods to time instead of the sweep's (the loop is always timed: every speedup is "
         "over it), e.g. vmap,expanded_weights",
+    )
+    group.addoption(
+        "--persample-workload",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="time this workload alone: a built-in (simple_cnn, mlp, tiny_transformer, resnet18_gn, char_lstm), a "
+        "name a package registers, or MODULE:FUNCTION, a function make(batch_size, device, dtype, seed) -> (model, "
+        "loss_fn, inputs, targets); repeatable (default: the sweep's; PERSAMPLE_WORKLOADS where set)",
+    )
+    group.addoption(
+        "--persample-batch-sizes",
+        type=batch_sizes,
+        default=(),
+        metavar="B,B,...",
+        help="batch sizes of every workload timed, e.g. 1,8,64 (default: the sweep's, or a workload's own)",
+    )
+    group.addoption(
+        "--persample-dtype",
+        default=None,
+        metavar="DTYPE,...",
+        help="dtypes to time in, comma-separated: float32 (default), bfloat16, float16 (CUDA only); the model and "
+        "its floating inputs are cast, each checked against float64 within its dtype's tolerance",
     )
     group.addoption(
         "--persample-precision",
@@ -127,7 +159,10 @@ def pytest_configure(config):
     methods = config.getoption("persample_methods")
     settings = Settings(
         sweep=config.getoption("persample_sweep"),
-        methods=[name.strip() for name in methods.split(",") if name.strip()] if methods else [],
+        methods=_listed(methods),
+        workloads=config.getoption("persample_workload") or [],
+        batch_sizes=config.getoption("persample_batch_sizes"),
+        dtypes=_listed(config.getoption("persample_dtype")),
         timer=config.getoption("persample_timer"),
         heap=config.getoption("persample_heap"),
         precision_target=config.getoption("persample_precision"),
@@ -135,6 +170,7 @@ def pytest_configure(config):
         progress=functools.partial(progress.write_line, config),
     )
     config.stash[results.SETTINGS] = settings
+    _check_axes(settings)
     config.pluginmanager.register(progress.Progress(settings), "persample-progress")
     config.pluginmanager.register(results, "persample-results")
     devices = config.getoption("persample_device") or ()
@@ -163,9 +199,37 @@ def pytest_configure(config):
             raise pytest.UsageError(str(err)) from None
 
 
+def _listed(text: str | None) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else []
+
+
+def _check_axes(settings) -> None:
+    """The dtypes and workloads named, checked at start-up (each workload built with two samples and held to the
+    contract, which imports torch: only where one is named), or the session stops in one line naming the option."""
+    if settings.dtypes:
+        from persample_bench.grid import check_dtypes
+
+        try:
+            settings.dtypes = check_dtypes(settings.dtypes)
+        except ValueError as err:
+            raise pytest.UsageError(f"--persample-dtype: {err}") from None
+    if settings.workloads:
+        import torch
+
+        from persample_core import make_workload
+
+        try:  # two samples on the CPU in each dtype: the contract, before any point is timed
+            for spec in settings.workloads:
+                for dtype in settings.dtypes or (DEFAULT_DTYPE,):
+                    make_workload(spec, batch_size=2, dtype=getattr(torch, dtype))
+        except ValueError as err:
+            raise pytest.UsageError(f"--persample-workload: {err}") from None
+
+
 def pytest_generate_tests(metafunc):
     """A test that takes ``persample_point`` runs at every point of the sweep: its methods (or
-    --persample-methods) and the floor."""
+    --persample-methods) and the floor, on its workloads (or --persample-workload's) at their batch sizes (or
+    --persample-batch-sizes), in float32 (or --persample-dtype's)."""
     if "persample_point" in metafunc.fixturenames:
         from persample_bench.grid import check_methods, points
 
@@ -174,7 +238,18 @@ def pytest_generate_tests(metafunc):
             methods = check_methods(settings.methods) if settings.methods else None
         except ValueError as err:
             raise pytest.UsageError(f"--persample-methods: {err}") from None
-        chosen = points(settings.sweep, methods=methods, floor=FLOOR, devices=_devices(metafunc.config))
+        try:
+            chosen = points(
+                settings.sweep,
+                methods=methods,
+                floor=FLOOR,
+                devices=_devices(metafunc.config),
+                workloads=settings.workloads,
+                batch_sizes=settings.batch_sizes,
+                dtypes=settings.dtypes or (DEFAULT_DTYPE,),
+            )
+        except ValueError as err:  # a registered workload that does not load, or a bad PERSAMPLE_WORKLOADS
+            raise pytest.UsageError(f"persample: {err}") from None
         metafunc.parametrize("persample_point", chosen, ids=lambda point: point.id)
 
 

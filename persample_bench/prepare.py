@@ -14,9 +14,11 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from persample_bench.hardware import fix_numerics
-from persample_bench.memory import KEPT_HEAP, apply_heap_policy
-from persample_bench.runformat import FLOOR, Point
+from persample_bench.memory import KEPT_HEAP, apply_heap_policy, check_fits
+from persample_bench.runformat import DEFAULT_DTYPE, FLOOR, Point
 from persample_bench.timing import floor, synchronized, trainable_numel
 from persample_core import assert_matches_reference, compile_seconds, make_workload, prepare
 
@@ -24,12 +26,19 @@ CHECK_BATCH_SIZE = 4
 CHECK_SEED = 12345
 
 
+def torch_dtype(name: str) -> torch.dtype:
+    """``"bfloat16"`` as ``torch.bfloat16``: a point's dtype (``runformat.DTYPES``)."""
+    return getattr(torch, name)
+
+
 @functools.cache
-def check_method(workload: str, method: str, device: str):
-    """Raise ReferenceMismatch (or MethodUnavailable) unless ``method`` is right here; cached."""
-    return assert_matches_reference(
-        *make_workload(workload, batch_size=CHECK_BATCH_SIZE, device=device, seed=CHECK_SEED), method
+def check_method(workload: str, method: str, device: str, dtype: str = DEFAULT_DTYPE):
+    """Raise ReferenceMismatch (or MethodUnavailable) unless ``method`` is right here, within the tolerance of
+    ``dtype`` (``persample_core.tolerance.TOLERANCES``); cached."""
+    made = make_workload(
+        workload, batch_size=CHECK_BATCH_SIZE, device=device, dtype=torch_dtype(dtype), seed=CHECK_SEED
     )
+    return assert_matches_reference(*made, method)
 
 
 @dataclass
@@ -48,8 +57,12 @@ class Prepared:
 
     @property
     def gradient_bytes(self) -> int:
-        """The least memory any method needs: B x P float32 per-sample gradients."""
-        return self.point.batch_size * self.n_params * 4
+        """The least memory any method needs: B x P per-sample gradients in the point's dtype."""
+        return gradient_bytes(self.point, self.n_params)
+
+
+def gradient_bytes(point: Point, n_params: int) -> int:
+    return point.batch_size * n_params * torch.empty((), dtype=torch_dtype(point.dtype)).element_size()
 
 
 def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1, heap: str = KEPT_HEAP, progress=None) -> Prepared:
@@ -57,16 +70,18 @@ def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1, heap: str = K
 
     ``heap``: the allocator policy the point is timed under (``memory.HEAP_POLICIES``).
     ``progress``: called with a line before a warm-up that compiles.
-    Raises MethodUnavailable for a method that cannot run here, and lets an
-    out-of-memory error through for the suite to turn into a skip.
+    Raises MethodUnavailable for a method that cannot run here, ``memory.WouldNotFit`` for a batch whose B x P
+    gradients alone exceed the device's free memory (before any method runs), and lets an out-of-memory error
+    through for the suite to turn into a skip.
     """
     apply_heap_policy(heap)
     fix_numerics()
-    if point.method != FLOOR:
-        check_method(point.workload, point.method, point.device)
     model, loss_fn, inputs, targets = make_workload(
-        point.workload, batch_size=point.batch_size, device=point.device, seed=seed
+        point.workload, batch_size=point.batch_size, device=point.device, dtype=torch_dtype(point.dtype), seed=seed
     )
+    check_fits(point, gradient_bytes(point, trainable_numel(model)))
+    if point.method != FLOOR:
+        check_method(point.workload, point.method, point.device, point.dtype)
     if point.method == FLOOR:
         compute = floor(model, loss_fn)
     else:

@@ -100,8 +100,13 @@ def pytest_terminal_summary(terminalreporter, config):
     medians, interleaved = _read((point, bench.stats.stats.data, bench.extra_info) for point, bench in records.items())
     memory = {p: (b.extra_info.get("peak_memory_bytes"), b.extra_info["gradient_bytes"]) for p, b in records.items()}
     gated, plain = settings.precision(gated=True), settings.precision(gated=False)
+    swept = (
+        f"{', '.join(settings.workloads)} ({settings.sweep} sweep's methods)"
+        if settings.workloads
+        else (f"{settings.sweep} sweep")
+    )
     terminalreporter.section(
-        f"persample summary: {settings.sweep} sweep, {machine['torch_threads']} torch thread(s), {settings.timer} "
+        f"persample summary: {swept}, {machine['torch_threads']} torch thread(s), {settings.timer} "
         f"clock{' (CUDA points: wall)' if settings.timer != 'wall' and machine.get('cuda_devices') else ''}, "
         f"heap {settings.heap}"
     )

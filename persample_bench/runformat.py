@@ -60,9 +60,9 @@ COMPARED_SETTINGS = {"torch_threads": None, "timer": "wall", "heap_policy": "kep
 
 # What a run computes with, as its machine info records it (persample_bench.hardware.numerics): two runs that differ
 # in any are refused, since they time different arithmetic (on a GPU, TF32 or a lower matmul precision changes a
-# time several-fold). A run that does not say used the value here, torch's default.
+# time several-fold). A run that does not say used the value here, torch's default. A point's dtype is in its id:
+# points in two dtypes are two points, never compared with each other.
 NUMERICS = {
-    "dtype": "float32",
     "tf32_matmul": False,
     "tf32_cudnn": True,
     "float32_matmul_precision": "highest",
@@ -113,30 +113,54 @@ def positive(text: str) -> float:
     return value
 
 
+def batch_sizes(text: str) -> tuple:
+    """A command line's batch sizes, ``"1,8,64"``, sorted, or argparse's error naming them."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdecimal() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of batch sizes; write positive whole numbers, e.g. 8,32"
+        )
+    return tuple(sorted({int(part) for part in parts}))
+
+
 class HistoryError(Exception):
     """A run cannot be used; the message names the file and what to do."""
 
 
+DEFAULT_DTYPE = "float32"  # a point's dtype where its id and extra_info name none (every run stored before the axis)
+DTYPES = ("float32", "bfloat16", "float16")  # the dtype axis: the model and its floating inputs cast to it
+
+
 @dataclass(frozen=True, order=True)
 class Point:
-    """One measurement: a method on a workload at a batch size on a device."""
+    """One measurement: a method on a workload at a batch size on a device, in a dtype. The workload is a spec:
+    a name, or ``MODULE:FUNCTION`` (persample_core.workloads)."""
 
     workload: str
     method: str
     batch_size: int
     device: str
+    dtype: str = DEFAULT_DTYPE
 
     @property
     def id(self) -> str:
-        return f"{self.workload}-{self.method}-B{self.batch_size}-{self.device}"
+        """``workload-method-B<batch>-device``, and ``-dtype`` where it is not float32 (so float32 ids stay as they
+        were before the dtype axis, and the history goes on)."""
+        dtype = "" if self.dtype == DEFAULT_DTYPE else f"-{self.dtype}"
+        return f"{self.workload}-{self.method}-B{self.batch_size}-{self.device}{dtype}"
 
     @classmethod
     def of(cls, info: dict) -> Point:
         """The point a benchmark's ``extra_info`` (``POINT_FIELDS``) names."""
-        return cls(*(info[name] for name in POINT_FIELDS))
+        return cls(*(info[name] for name in POINT_FIELDS), info.get("dtype", DEFAULT_DTYPE))
+
+    @property
+    def fields(self) -> list:
+        """The point as a JSON list, as a worker's request and answer carry it."""
+        return [self.workload, self.method, self.batch_size, self.device, self.dtype]
 
 
-POINT_FIELDS = ("workload", "method", "batch_size", "device")  # in a stored benchmark's extra_info
+POINT_FIELDS = ("workload", "method", "batch_size", "device")  # in a stored benchmark's extra_info, with "dtype"
 
 
 @dataclass

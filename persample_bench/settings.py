@@ -22,6 +22,9 @@ class Settings:
     methods: list
     timer: str
     heap: str
+    workloads: list = field(default_factory=list)  # --persample-workload's specs, where given: else the sweep's
+    batch_sizes: tuple = ()  # --persample-batch-sizes, likewise
+    dtypes: list = field(default_factory=list)  # --persample-dtype's, where given: else float32
     precision_target: float | None = None  # --persample-precision, where given: else the sweep's
     max_time: float | None = None  # --persample-max-time, likewise
     progress: Callable[[str], None] = print  # writes one line on the terminal, also while output is captured

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
-from persample_bench.runformat import BASELINE, FLOOR, Point
+from persample_bench.runformat import BASELINE, DEFAULT_DTYPE, FLOOR, Point
 
 
 def interleaved_speedup(method_rounds, baseline_rounds) -> float:
@@ -99,8 +99,9 @@ def summary_rows(
     floor_name: str = FLOOR,
     interleaved: dict[Point, float] | None = None,
 ) -> tuple[tuple, list[tuple]]:
-    """(header, rows) of the summary table: one row per point, grouped by workload, device and batch size (a
-    group's cells left blank after its first row); the baseline first, the floor last.
+    """(header, rows) of the summary table: one row per point, grouped by workload, device (with the dtype, where
+    it is not float32) and batch size (a group's cells left blank after its first row); the baseline first, the
+    floor last.
 
     ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes); ``interleaved`` as ``derive``.
     """
@@ -109,9 +110,19 @@ def summary_rows(
     rows, previous = [], None
     for point in sorted(
         medians,
-        key=lambda p: (p.workload, p.device, p.batch_size, p.method == floor_name, p.method != baseline, p.method),
+        key=lambda p: (
+            p.workload,
+            p.device,
+            p.dtype != DEFAULT_DTYPE,
+            p.dtype,
+            p.batch_size,
+            p.method == floor_name,
+            p.method != baseline,
+            p.method,
+        ),
     ):
-        group = (point.workload, point.device, str(point.batch_size))
+        device = point.device if point.dtype == DEFAULT_DTYPE else f"{point.device} {point.dtype}"
+        group = (point.workload, device, str(point.batch_size))
         d = derived[point]
         peak, minimum = memory.get(point, (None, None))
         rows.append(

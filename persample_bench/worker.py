@@ -83,7 +83,7 @@ def _fns(baseline, method, clock, fraction: float) -> dict:
 
 
 def _ids(prepared: dict) -> dict:
-    return {point.id: [point.workload, point.method, point.batch_size, point.device] for point in prepared}
+    return {point.id: point.fields for point in prepared}
 
 
 def run(request: dict) -> dict:

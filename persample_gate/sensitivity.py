@@ -55,7 +55,7 @@ def as_run(name: str, trial: dict, fraction: float) -> Run:
 def collect(sweep: str, trials: int, threads: int, timer: str, heap: str, progress=print) -> list[dict]:
     """What the worker answers, from each of ``trials`` processes, one after the other."""
     request = {
-        "points": [[p.workload, p.method, p.batch_size, p.device] for p in STUDY_POINTS],
+        "points": [p.fields for p in STUDY_POINTS],
         "slowdowns": SLOWDOWNS,
         "sweep": sweep,
         "threads": threads,

@@ -28,7 +28,7 @@ def answer(rng, level, spread, slowdown, rounds):
         loop = np.exp(rng.normal(np.log(0.05), 0.05, rounds) + level + rng.normal(0, spread))
         method = loop * 0.5 * (1 + slowdown) * np.exp(rng.normal(0, 0.05, rounds) + rng.normal(0, spread))
         levels[point.id] = {"method": list(method), "baseline": list(loop)}
-    return {"points": {p.id: [p.workload, p.method, p.batch_size, p.device] for p in POINTS},
+    return {"points": {p.id: p.fields for p in POINTS},
             "levels": {"0.0": levels}, "machine": {"hardware_id": "cpu"}}  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from persample_bench.grid import axes, check_device, check_methods, current_sweep, in_sweep, points
+from persample_bench.grid import axes, check_device, check_dtypes, check_methods, current_sweep, in_sweep, points, sizes
 from persample_bench.runformat import Point
 
 
@@ -56,3 +56,44 @@ def test_a_device_is_checked_against_what_this_machine_shows(monkeypatch):
     assert check_device("cuda:1") == "cuda:1" and in_sweep(Point("mlp", "vmap", 64, "cuda:1"), "mission")
     with pytest.raises(ValueError, match=r"cuda:2: this machine shows 2 CUDA device\(s\), cuda:0 to cuda:1"):
         check_device("cuda:2")
+
+
+def test_the_dp_standard_workloads_are_in_the_quick_and_full_sweeps_only():
+    for sweep, batches in (("quick", {1, 8}), ("full", {1, 8, 32, 64, 128})):
+        assert {p.batch_size for p in points(sweep, devices=("cpu",)) if p.workload == "resnet18_gn"} == batches
+        assert any(p.workload == "char_lstm" for p in points(sweep, devices=("cpu",)))
+    assert not {"resnet18_gn", "char_lstm"} & {p.workload for p in points("mission")}
+
+
+def test_named_workloads_are_timed_alone_at_the_sweeps_their_own_or_the_given_batch_sizes():
+    assert sizes("mission", workloads=["mlp", "resnet18_gn"]) == {"mlp": (1, 64), "resnet18_gn": (1, 8, 32)}
+    assert sizes("quick", workloads=["resnet18_gn"]) == {"resnet18_gn": (1, 8)}
+    assert sizes("mission", workloads=["mlp"], batch_sizes=(4, 16)) == {"mlp": (4, 16)}
+    assert {p.workload for p in points("mission", workloads=["mlp"])} == {"mlp"}
+
+
+def test_asv_names_its_workloads_in_the_environment(monkeypatch):
+    monkeypatch.setenv("PERSAMPLE_WORKLOADS", "char_lstm, mlp")
+    assert axes("mission")["workload"] == ["char_lstm", "mlp"] and in_sweep(Point("char_lstm", "vmap", 8, "cpu"))
+
+
+def test_registered_workloads_join_the_quick_sweep_at_their_own_batch_sizes(monkeypatch):
+    from persample_core import workloads
+
+    monkeypatch.setattr(workloads, "registered", lambda: {"theirs": None})
+    monkeypatch.setattr(workloads, "batch_sizes", lambda name: (2, 4))
+    assert sizes("quick")["theirs"] == (2, 4) and "theirs" not in sizes("mission")
+
+
+def test_the_dtype_axis_names_its_points_and_times_float16_on_cuda_only():
+    chosen = points("mission", devices=("cpu", "cuda"), workloads=["mlp"], dtypes=check_dtypes(["bfloat16", "float16"]))
+    assert {(p.device, p.dtype) for p in chosen} == {("cpu", "bfloat16"), ("cuda", "bfloat16"), ("cuda", "float16")}
+    assert Point("mlp", "vmap", 64, "cpu", "bfloat16").id == "mlp-vmap-B64-cpu-bfloat16"
+    assert Point("mlp", "vmap", 64, "cpu").id == "mlp-vmap-B64-cpu" and check_dtypes([]) == ["float32"]
+    with pytest.raises(ValueError, match="unknown dtype 'half'; choose one of: bfloat16, float16, float32"):
+        check_dtypes(["half"])
+
+
+def test_a_point_stored_before_the_dtype_axis_is_float32():
+    info = {"workload": "mlp", "method": "vmap", "batch_size": 64, "device": "cpu"}
+    assert Point.of(info) == Point("mlp", "vmap", 64, "cpu", "float32") == Point.of({**info, "dtype": "float32"})

@@ -68,3 +68,21 @@ def test_cuda_peak_memory_is_reset_per_point(monkeypatch):
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5000)
     assert memory.peak_bytes(lambda: events.append("call"), "cuda") == 4000
     assert events == ["reset", "call"]
+
+
+def test_a_point_whose_gradients_would_not_fit_is_skipped_before_any_method_runs(monkeypatch):
+    """mlp has 399,882 parameters: B=64 needs 102 MB of float32 gradients, more than the 64 MB said free."""
+    import pytest
+
+    from persample_bench import bench, prepare
+    from persample_bench.memory import WouldNotFit
+    from persample_bench.runformat import Point
+
+    monkeypatch.setattr(memory, "free_and_total", lambda device: (2**26, 2**30))
+    monkeypatch.setattr(prepare, "check_method", lambda *point: pytest.fail("a method ran"))
+    point = Point("mlp", "vmap", 64, "cpu")
+    with pytest.raises(WouldNotFit, match=r"mlp-vmap-B64-cpu: its B x P per-sample gradients need 0.1 GiB and cpu has"):
+        prepare.prepare_point(point)
+    with pytest.raises(pytest.skip.Exception, match="0.1 GiB free of 1; skipped, not attempted"):
+        bench.prepare_or_skip(point)
+    assert prepare.gradient_bytes(Point("mlp", "vmap", 64, "cpu", "bfloat16"), 10) == 64 * 10 * 2
