@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from persample_bench.runformat import BASELINE, HistoryError, Point, hardware_differences
+from persample_bench.runformat import BASELINE, DEFAULT_DTYPE, DTYPES, HistoryError, Point, hardware_differences
 from persample_gate import gate, workers
 from persample_gate.history import HardwareMismatch, check_numerics
 
@@ -62,7 +62,10 @@ SLICE = 0.4  # seconds of a turn: the machine's speed drifts over seconds (docs/
 # within about a point, where runs stored apart cannot, so 3% catches it every time and a 3% one most times; the
 # false-alarm bound is alpha's, whatever the threshold (docs/studies/2026-12-04-threshold-rule.md).
 THRESHOLD_RATIO = 0.03
-POINT_ID = re.compile(r"^(?P<workload>[^-]+)-(?P<method>[^-]+)-B(?P<batch>\d+)-(?P<device>[^-]+)$")
+WORKLOAD_BATCH_SIZES = (8, 32)  # --workload's points: cheap rounds, many to a slice, as the default points
+POINT_ID = re.compile(
+    rf"^(?P<workload>[^-]+)-(?P<method>[^-]+)-B(?P<batch>\d+)-(?P<device>[^-]+)(?:-(?P<dtype>{'|'.join(DTYPES)}))?$"
+)
 TEST_SLOWDOWN = "PERSAMPLE_TEST_SLOWDOWN"  # tests and studies only: the candidate's method does this much more work
 
 
@@ -81,7 +84,18 @@ def parse_point(text: str) -> Point:
         raise HistoryError(f"{text!r} is not a point id; write workload-method-B<batch>-device, e.g. mlp-vmap-B64-cpu")
     if match["method"] == BASELINE:
         raise HistoryError(f"{text}: the {BASELINE} is what every point is timed against; name another method")
-    return Point(match["workload"], match["method"], int(match["batch"]), match["device"])
+    return Point(
+        match["workload"], match["method"], int(match["batch"]), match["device"], match["dtype"] or DEFAULT_DTYPE
+    )
+
+
+def workload_points(specs, batch_sizes) -> list[Point]:
+    """``--workload``'s points: vmap against the loop on the cpu, at each batch size of each workload. The spec is
+    resolved by the workers (this process imports no torch), which refuse one that does not load, in one line."""
+    for spec in specs:
+        if "-" in spec:
+            raise HistoryError(f"workload {spec!r}: a point id cannot hold '-'; name the module and function without")
+    return [Point(spec, "vmap", batch_size, "cpu") for spec in specs for batch_size in batch_sizes]
 
 
 def _git(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -138,10 +152,12 @@ class Side:
     said: str  # where the code comes from, for the report
 
     def env(self) -> dict:
-        """The worker's environment: this side's persample_core first, then today's harness, then the user's.
-        Each folder holds one package, linked: the folder a package is installed in is site-packages, and on
-        PYTHONPATH it would put this environment's torch before the side's own."""
-        paths = [str(self.core), str(self.harness), os.environ.get("PYTHONPATH", "")]
+        """The worker's environment: this side's persample_core first, then today's harness, then the user's
+        PYTHONPATH and the folder ab was started in (where a ``MODULE:FUNCTION`` workload's module is found, as
+        ``python -m`` would find it there). Each of the first two folders holds one package, linked: the folder a
+        package is installed in is site-packages, and on PYTHONPATH it would put this environment's torch before
+        the side's own."""
+        paths = [str(self.core), str(self.harness), os.environ.get("PYTHONPATH", ""), os.getcwd()]
         return {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
 
 

@@ -1,4 +1,8 @@
-"""The ``persample`` command: compare stored runs, list and plot them, measure the gate.
+"""The ``persample`` command: time the suite or one model, compare stored runs, list and plot them, measure the gate.
+
+``persample bench`` and ``persample check`` run the harness in a process of its
+own (``pytest --pyargs persample_bench.suite``, ``python -m
+persample_bench.check``): this command imports no torch.
 
 Exit codes of ``persample compare``: 0 no regression, 1 regression,
 2 unusable input (missing, corrupt or unknown run, or two runs computed with
@@ -12,11 +16,20 @@ from __future__ import annotations
 
 import argparse
 import functools
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from persample_bench.runformat import DEFAULT_HEAP, HEAPS, TIMERS, positive, software_changes, this_hardware_id
+from persample_bench.runformat import (
+    DEFAULT_HEAP,
+    HEAPS,
+    TIMERS,
+    batch_sizes,
+    positive,
+    software_changes,
+    this_hardware_id,
+)
 from persample_gate import ab, gate, history, sensitivity, verdicts, workers
 from persample_gate.gate import DEFAULT_ALPHA, DEFAULT_THRESHOLDS
 
@@ -84,13 +97,20 @@ def compare(args) -> int:
 
 
 def ab_command(args) -> int:
-    points = [ab.parse_point(text) for text in args.points] if args.points else list(ab.DEFAULT_POINTS)
+    if args.points and args.workload:
+        raise history.HistoryError("name --points or --workload, not both: --workload's points are vmap at each batch")
+    if args.workload:
+        points = ab.workload_points(args.workload, args.batch_sizes)
+    elif args.points:
+        points = [ab.parse_point(text) for text in args.points]
+    else:
+        points = list(ab.DEFAULT_POINTS)
     if args.ref is None and args.baseline_python is None:
         raise history.HistoryError("name a baseline: a git ref (persample ab main) or --baseline-python PATH")
     if args.save is not None and Path(args.save).exists():
         raise history.HistoryError(f"{args.save} exists: pass another --save file, nothing is overwritten")
     request = {
-        "points": [[p.workload, p.method, p.batch_size, p.device] for p in points],
+        "points": [p.fields for p in points],
         "threads": args.threads,
         "timer": args.timer,
         "heap": args.heap,
@@ -125,6 +145,57 @@ def ab_command(args) -> int:
     changes = gate.judge(ab.changes_of(answers), thresholds=thresholds, alpha=args.alpha)
     print(verdicts.describe_rows(changes, alpha=args.alpha, thresholds=thresholds))
     return REGRESSION if any(change.regressed for change in changes) else OK
+
+
+# persample's pytest options, which ``persample bench`` takes without their prefix (--workload: --persample-workload).
+BENCH_OPTIONS = ("sweep", "methods", "workload", "batch-sizes", "dtype", "device", "precision", "max-time", "threads",
+                 "timer", "heap", "gate")  # fmt: skip
+BENCH_USAGE = """usage: persample bench [--workload SPEC ...] [--batch-sizes B,B,...] [--sweep S] [--methods M,...]
+                       [--dtype T,...] [--device D ...] [pytest and pytest-benchmark options]
+
+The shipped pytest-benchmark suite, from any folder: pytest --pyargs persample_bench.suite --benchmark-only
+--benchmark-autosave, runs stored under .benchmarks/ as tox -e bench stores them. persample's options are named
+without their --persample- prefix (pytest --help lists them under "persample"); any other option goes to pytest
+as it is: -k vmap, --benchmark-json FILE, --persample-gate ...
+
+  --workload SPEC   a built-in, a registered name, or MODULE:FUNCTION (make(batch_size, device, dtype, seed) ->
+                    (model, loss_fn, inputs, targets)); repeatable
+  --batch-sizes     e.g. 4,16 (default: the sweep's, or the workload's own)
+"""
+
+
+def bench_arguments(rest: list[str]) -> list[str]:
+    """``persample bench``'s arguments as pytest's: persample's options given their prefix, the rest as they are."""
+    given = []
+    for arg in rest:
+        name, equals, value = arg.partition("=")
+        if name.startswith("--") and name[2:] in BENCH_OPTIONS:
+            arg = f"--persample-{name[2:]}{equals}{value}"
+        given.append(arg)
+    return given
+
+
+def harness(module_args: list[str]) -> int:
+    """The harness run as ``python -m MODULE_ARGS`` in this environment, its output as it comes; its exit status."""
+    try:
+        return subprocess.run([sys.executable, "-m", *module_args]).returncode
+    except KeyboardInterrupt:
+        return INTERRUPTED
+
+
+PYTEST_USAGE_ERROR = 4  # pytest.ExitCode.USAGE_ERROR: a bad option or workload, before anything is timed
+
+
+def bench(rest: list[str]) -> int:
+    """pytest's exit status, but for its usage error: bad input, so 2, as every persample command says it."""
+    if rest[:1] in (["-h"], ["--help"]):
+        print(BENCH_USAGE)
+        return OK
+    code = harness(
+        ["pytest", "--pyargs", "persample_bench.suite", "-p", "no:cacheprovider", "--benchmark-only",
+         "--benchmark-autosave", *bench_arguments(rest)]
+    )  # fmt: skip
+    return BAD_INPUT if code == PYTEST_USAGE_ERROR else code
 
 
 def runs(args) -> int:
@@ -182,8 +253,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="plots", help="folder for the figures (default: plots)")
     p.set_defaults(run=plot)
 
-    # Its options are its own (persample sensitivity --help): handed over as they are.
+    # Their options are their own (persample sensitivity --help, ...): handed over as they are.
     add_parser("sensitivity", add_help=False, help="how small a slowdown the gate catches (minutes)")
+    add_parser(
+        "bench", add_help=False, help="time the suite, or your model (--workload MODULE:FUNCTION), and store the run"
+    )
+    add_parser(
+        "check",
+        add_help=False,
+        help="every method on your model: correct against float64 or declined, time, memory, a recommendation",
+    )
 
     p = add_parser("runs", help="list stored runs, oldest first")
     p.set_defaults(run=runs)
@@ -208,6 +287,20 @@ def main(argv=None) -> int:
         metavar="ID",
         help="points to compare, e.g. mlp-vmap-B64-cpu "
         f"(default: {', '.join(point.id for point in ab.DEFAULT_POINTS)})",
+    )
+    p.add_argument(
+        "--workload",
+        action="append",
+        metavar="SPEC",
+        help="your model: MODULE:FUNCTION (found where ab is started, as python -m finds it) or a registered name; "
+        "its points are vmap against the loop on the cpu at each of --batch-sizes; repeatable",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=batch_sizes,
+        default=ab.WORKLOAD_BATCH_SIZES,
+        metavar="B,B,...",
+        help=f"--workload's batch sizes (default: {','.join(map(str, ab.WORKLOAD_BATCH_SIZES))})",
     )
     p.add_argument(
         "--pairs",
@@ -247,6 +340,11 @@ def main(argv=None) -> int:
     p.add_argument("--save", metavar="FILE", help="also write every worker's rounds to FILE (JSON)")
     p.set_defaults(run=ab_command)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # their arguments are the harness's, as they are: argparse would reorder them
+        return bench(argv[1:])
+    if argv[:1] == ["check"]:
+        return harness(["persample_bench.check", *argv[1:]])
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "sensitivity":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -1,8 +1,4 @@
-"""The pytest-benchmark suite: one benchmark per point of the grid (``persample_bench``'s plugin
-parametrizes ``persample_point`` over the sweep; ``persample_bench.bench`` times it)."""
+"""The pytest-benchmark suite as the project's test run collects it: every point once, untimed, under
+``--benchmark-disable`` (``persample bench`` times the same test, ``persample_bench.suite``)."""
 
-from persample_bench.bench import time_point
-
-
-def test_point(benchmark, persample_point, persample_settings):
-    time_point(benchmark, persample_point, persample_settings)
+from persample_bench.suite import test_point  # noqa: F401 (collected here)

@@ -183,3 +183,12 @@ def test_the_console_script_runs_the_command(recorded):
     done = subprocess.run([script, "runs", "--storage", str(recorded["storage"])], capture_output=True, text=True)
     assert done.returncode == 0 and recorded["unchanged"][0].name in done.stdout, done.stdout + done.stderr
 
+
+def test_persample_bench_gives_persample_options_their_prefix_and_passes_the_rest():
+    given = ["--workload", "m:f", "--batch-sizes=4,16", "-k", "vmap", "--benchmark-json", "x.json", "--gate"]
+    assert cli.bench_arguments(given) == [
+        "--persample-workload", "m:f", "--persample-batch-sizes=4,16", "-k", "vmap", "--benchmark-json", "x.json",
+        "--persample-gate",
+    ]  # fmt: skip
+    code, out = persample("bench", "--help")
+    assert code == cli.OK and "--workload SPEC" in out and "--benchmark-autosave" in out, out
