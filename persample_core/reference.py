@@ -13,10 +13,10 @@ samples of a ReLU network, and the gradients themselves are far from the
 float64 ones (simple_cnn: 12% in norm; ResNet-18-GN: 31%, in bfloat16 on a
 CPU), so no per-sample bound both holds and means anything. There a method is
 held to two things (``compare_low_precision``): its code is right (the float32
-comparison above, on a float32 copy), and in the low precision it loses no more
-than the tutorial's loop does in that precision: each parameter's error in norm
-over the batch, against float64, at most twice the loop's worst plus the
-precision's tolerance.
+comparison above, on a float32 copy), and in the low precision it loses little
+more than the tutorial's loop does in that precision: each parameter's error in
+norm over the batch, against float64, beyond ``LOW_PRECISION_MARGIN`` times the
+loop's own error for that parameter, is within the precision's tolerance.
 """
 
 from __future__ import annotations
@@ -147,7 +147,10 @@ def compare_with_reference(
 
 
 LOW_PRECISION = ("bfloat16", "float16")
-LOW_PRECISION_MARGIN = 2.0  # a method may lose up to twice what the loop loses in the same precision
+# A method may lose a quarter more than the loop loses in the same precision: the methods lost as much as the loop
+# (ResNet-18-GN 0.311 and 0.311, simple_cnn 0.120 and 0.120 in bfloat16) or less, and the precision's tolerance
+# on top covers a small model's where the loop's own is tiny (char_lstm's vmap: 0.021 against the loop's 0.007).
+LOW_PRECISION_MARGIN = 1.25
 
 
 def _norm_errors(got: dict, want: dict) -> dict:
@@ -160,21 +163,24 @@ def _norm_errors(got: dict, want: dict) -> dict:
 
 def compare_low_precision(model, loss_fn, inputs, targets, method: str, got: dict) -> Comparison:
     """``got``, ``method``'s gradients in bfloat16 or float16, judged as the module's docstring says: a
-    ReferenceMismatch unless the method is right in float32; then its errors in norm against float64, with the
-    tolerance ``LOW_PRECISION_MARGIN`` x the loop's worst in this precision + the precision's own."""
+    ReferenceMismatch unless the method is right in float32; then, for each parameter, its error in norm against
+    float64 beyond ``LOW_PRECISION_MARGIN`` x the loop's own for that parameter in this precision, held to the
+    precision's tolerance."""
     as_float32 = copy.deepcopy(model).float()
     floats = inputs.float() if inputs.is_floating_point() else inputs
     assert_matches_reference(as_float32, loss_fn, floats, targets, method)
     want = reference_grads(model, loss_fn, inputs, targets)
     loop = _norm_errors(per_sample_grads(model, loss_fn, inputs, targets, method="loop"), want)
     prec = gradient_precision(got)
-    tolerance = LOW_PRECISION_MARGIN * max(loop.values()) + TOLERANCES[prec]
     for name, ref in want.items():
         if got[name].shape != ref.shape:
             raise ReferenceMismatch(
                 f"method {method!r}: {name!r} has shape {tuple(got[name].shape)}, expected {tuple(ref.shape)}"
             )
-    return Comparison(method, f"{prec}, in norm against the loop's", tolerance, _norm_errors(got, want))
+    beyond = {name: error - LOW_PRECISION_MARGIN * loop[name] for name, error in _norm_errors(got, want).items()}
+    return Comparison(
+        method, f"{prec}: error in norm beyond {LOW_PRECISION_MARGIN:g}x the loop's", TOLERANCES[prec], beyond
+    )
 
 
 def compare(method: str, got: dict, expected: Expected, *, tolerance: float | None = None) -> Comparison:

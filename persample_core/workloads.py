@@ -25,6 +25,7 @@ import importlib
 import inspect
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -246,6 +247,7 @@ DEFAULT_WORKLOAD = "simple_cnn"
 GROUP = "persample.workloads"  # the entry-point group a package registers its workloads in
 DEFAULT_BATCH_SIZES = (1, 8, 64)  # a workload's batch sizes where its function names none
 CONTRACT = "make(batch_size, device, dtype, seed) -> (model, loss_fn, inputs, targets)"
+NAME = re.compile(r"[A-Za-z0-9_.]+")  # a registered name: no '-', which separates a point id's fields, nor a comma
 
 
 class WorkloadError(ValueError):
@@ -258,6 +260,11 @@ def registered() -> dict:
     refused by name."""
     found = {}
     for entry in entry_points(group=GROUP):
+        if not NAME.fullmatch(entry.name):
+            raise WorkloadError(
+                f"workload {entry.name!r} ({entry.value}) is not a name a point id can hold; register it under "
+                "letters, digits, '_' and '.' alone"
+            )
         if entry.name in BUILT_IN:
             if entry.value != f"{__name__}:{entry.name}":
                 package = getattr(getattr(entry, "dist", None), "name", None) or "a package"
@@ -275,11 +282,15 @@ def names() -> list[str]:
     return [*BUILT_IN, *sorted(registered())]
 
 
-@functools.cache
 def resolve(spec: str) -> Callable:
     """The workload function ``spec`` names (see the module's docstring), or a WorkloadError saying why not."""
     if not isinstance(spec, str) or not spec.strip():
         raise WorkloadError(f"a workload is a name or MODULE:FUNCTION, got {spec!r}")
+    return _resolve(spec)
+
+
+@functools.cache
+def _resolve(spec: str) -> Callable:
     if spec in BUILT_IN:
         return BUILT_IN[spec]
     if ":" in spec:
@@ -319,7 +330,8 @@ def _from_module(spec: str) -> Callable:
     try:
         module = _import(module_name)
     except ModuleNotFoundError as err:
-        if err.name and module_name.startswith(err.name):
+        parts = module_name.split(".")
+        if err.name in {".".join(parts[: i + 1]) for i in range(len(parts))}:
             raise WorkloadError(
                 f"workload {spec!r}: no module {err.name!r} on sys.path or in {os.getcwd()}; run from its folder "
                 "or add that folder to PYTHONPATH"
@@ -394,8 +406,8 @@ def check_made(spec: str, made, *, batch_size: int, device: torch.device, dtype:
         if tensor.is_floating_point() and what != "its targets" and tensor.dtype != dtype:
             refuse(f"{what} is {tensor.dtype}, asked for {dtype}", "cast the model and inputs with .to(dtype)")
     if batch_size:
-        try:
-            with torch.no_grad():
+        try:  # on the RNG's copy: dropout in the model must leave the caller's random stream alone
+            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 loss = loss_fn(model(inputs[:1]), targets[:1])
         except Exception as err:  # the user's model or loss on its own data: its error, in one line
             refuse(f"one sample's loss fails: {_said(err)}", "fix the model or the loss")
@@ -425,5 +437,8 @@ def make_workload(spec: str, *, batch_size: int, device="cpu", dtype=torch.float
         raise WorkloadError(f"workload {spec!r} takes {inspect.signature(make)}; the contract is {CONTRACT}") from None
     except ValueError:  # a builtin without a signature: called as it is
         pass
-    made = make(batch_size, device=device, dtype=dtype, seed=seed)
+    try:
+        made = make(batch_size, device=device, dtype=dtype, seed=seed)
+    except Exception as err:  # the user's function failed: its error, in one line
+        raise WorkloadError(f"workload {spec!r}: calling it failed: {_said(err)}; fix the function") from None
     return check_made(spec, made, batch_size=batch_size, device=device, dtype=dtype)

@@ -210,11 +210,11 @@ def test_every_workload_has_its_own_name_and_batch_sizes():
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"vmap_compiled"}))
 def test_in_bfloat16_a_method_is_held_to_float32_and_to_the_loops_own_error(method, workload):
     """bfloat16 crosses the kinks of most samples and is 12% off float64 on simple_cnn, so a method is judged right
-    in float32 and, in bfloat16, in norm against twice the loop's own error there (persample_core.reference)."""
+    in float32 and, in bfloat16, by its error in norm beyond the loop's own there (persample_core.reference)."""
     made = make_workload(workload, batch_size=4, dtype=torch.bfloat16, seed=3)
     comparison = assert_matches_reference(*made, method)
     assert comparison.precision.startswith("bfloat16") and comparison.unstable == ()
-    assert 0 < comparison.worst[1] <= comparison.tolerance < 1
+    assert comparison.worst[1] <= comparison.tolerance == 5e-2
 
 
 def off_in(dtype, factor):
@@ -237,9 +237,13 @@ def model_dtype(model):
     return next(model.parameters()).dtype
 
 
-@pytest.mark.parametrize("dtype, factor", [(torch.float32, 1.01), (torch.bfloat16, 1.5)])
-def test_in_bfloat16_a_method_wrong_in_either_leg_is_caught(monkeypatch, dtype, factor):
-    """1% off in float32 fails the float32 leg; 50% off in bfloat16 alone fails the norm leg."""
+@pytest.mark.parametrize(
+    "workload, dtype, factor",
+    [("simple_cnn", torch.float32, 1.01), ("simple_cnn", torch.bfloat16, 1.5), ("resnet18_gn", torch.bfloat16, 1.5)],
+)
+def test_in_bfloat16_a_method_wrong_in_either_leg_is_caught(monkeypatch, workload, dtype, factor):
+    """1% off in float32 fails the float32 leg; 50% off in bfloat16 alone fails the norm leg, also on ResNet-18-GN,
+    whose bfloat16 gradients are 31% off float64 whatever the method."""
     monkeypatch.setitem(METHODS, "vmap", off_in(dtype, factor))
     with pytest.raises(ReferenceMismatch, match="EXCEEDS"):
-        assert_matches_reference(*make_workload("simple_cnn", batch_size=4, dtype=torch.bfloat16), "vmap")
+        assert_matches_reference(*make_workload(workload, batch_size=3, dtype=torch.bfloat16), "vmap")

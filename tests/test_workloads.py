@@ -71,7 +71,7 @@ def user_module(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     yield "usermodels"
     sys.modules.pop("usermodels", None)
-    w.resolve.cache_clear()
+    w._resolve.cache_clear()
 
 
 def test_a_module_function_in_the_current_folder_is_a_workload(user_module):
@@ -80,12 +80,25 @@ def test_a_module_function_in_the_current_folder_is_a_workload(user_module):
     assert w.batch_sizes("usermodels:make") == (2, 5)
 
 
-def test_a_workload_without_batch_sizes_gets_the_default():
-    def make(batch_size, device="cpu", dtype=torch.float32, seed=0):
-        raise AssertionError("not called")
+def test_a_workload_without_batch_sizes_gets_the_default(user_module):
+    assert w.batch_sizes("usermodels:three") == w.DEFAULT_BATCH_SIZES == (1, 8, 64)
+    assert w.batch_sizes("mlp") == (1, 64)
 
-    assert not hasattr(make, "batch_sizes") and w.batch_sizes("mlp") == (1, 64)
-    assert w.DEFAULT_BATCH_SIZES == (1, 8, 64)
+
+def test_a_function_that_raises_is_refused_in_one_line(user_module, tmp_path):
+    (tmp_path / "raising.py").write_text("def make(batch_size, device, dtype, seed):\n    open('/no/such/file')\n")
+    with pytest.raises(WorkloadError) as err:
+        make_workload("raising:make", batch_size=2)
+    assert str(err.value) == (
+        "workload 'raising:make': calling it failed: FileNotFoundError: [Errno 2] No such file or directory: "
+        "'/no/such/file'; fix the function"
+    )
+
+
+def test_a_missing_dependency_of_the_module_is_its_import_error(user_module, tmp_path):
+    (tmp_path / "needs.py").write_text("import nosuchpackage\n")
+    with pytest.raises(WorkloadError, match=r"importing needs failed: ModuleNotFoundError: No module named 'nosuch"):
+        make_workload("needs:make", batch_size=2)
 
 
 @pytest.mark.parametrize(
@@ -145,6 +158,12 @@ def test_a_registered_workload_is_found_by_name(user_module, monkeypatch, tmp_pa
     )
     assert w.names() == [*w.BUILT_IN, "mine"]
     assert make_workload("mine", batch_size=3).inputs.shape == (3, 6) and w.batch_sizes("mine") == (2, 5)
+
+
+def test_a_registered_name_a_point_id_cannot_hold_is_refused(monkeypatch):
+    monkeypatch.setattr(w, "entry_points", lambda group: [entry("my-model", "theirs:make")])
+    with pytest.raises(WorkloadError, match=r"'my-model' \(theirs:make\) is not a name a point id can hold"):
+        w.registered()
 
 
 def test_a_registered_name_that_clashes_with_a_built_in_is_refused(monkeypatch):
