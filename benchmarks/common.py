@@ -51,7 +51,7 @@ from persample_bench.runformat import BASELINE, Point  # noqa: E402, F401 (today
 # every point skips with the reason instead of the whole suite failing to import.
 try:
     from persample_bench.grid import current_sweep, in_sweep
-    from persample_bench.memory import peak_bytes  # noqa: F401 (for per_sample_grads.py)
+    from persample_bench.memory import WouldNotFit, peak_bytes  # noqa: F401 (peak_bytes: for per_sample_grads.py)
     from persample_bench.precision import Precision, statistic  # noqa: F401 (for per_sample_grads.py)
     from persample_bench.prepare import prepare_point
     from persample_bench.timing import clock as clock_of
@@ -110,6 +110,15 @@ def prepared(point):
     return prepare_point(point)
 
 
+def knows(workload: str) -> bool:
+    """Whether this commit's persample_core can build ``workload``: a built-in of it, or any spec where it resolves
+    specs (``persample_core.workloads.resolve``); a point of one it cannot build is skipped, not failed."""
+    import persample_core
+    from persample_core import workloads
+
+    return workload in persample_core.WORKLOADS or hasattr(workloads, "resolve")
+
+
 def require():
     """Skip, saying why, where the installed persample_core lacks a name imported above."""
     if MISSING is not None:
@@ -153,8 +162,10 @@ class PointBenchmark:
             return prepared(point)
         except MethodUnavailable as err:
             raise SkipNotImplemented(f"{point.id}: {err}") from err
-        except ValueError as err:  # its B x P gradients would not fit (memory.WouldNotFit), or this commit lacks it
-            raise SkipNotImplemented(f"{point.id}: {err}") from err
+        except ValueError as err:
+            if isinstance(err, WouldNotFit) or not knows(point.workload):
+                raise SkipNotImplemented(f"{point.id}: {err}") from err
+            raise
         except (ImportError, AttributeError) as err:
             raise SkipNotImplemented(f"this commit's persample_core lacks what {point.id} needs: {err}") from err
         except (RuntimeError, MemoryError) as err:

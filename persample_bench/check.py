@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from dataclasses import dataclass, field
 
@@ -78,8 +79,10 @@ def check_one(point: Point, *, seconds: float, heap: str, clock, progress) -> Ch
         prepared = prepare_point(point, heap=heap, progress=progress)
         samples, _ = measure({"method": prepared.run}, Precision(TARGET, seconds, min_rounds=5, pilot_rounds=2), clock)
         checked.rounds = samples["method"]
-        checked.median = sorted(checked.rounds)[len(checked.rounds) // 2]
+        checked.median = statistics.median(checked.rounds)
         checked.peak_bytes = peak_bytes(prepared.run, point.device)
+    except MethodUnavailable as err:  # right at the check's batch, unavailable at this one (compiling, the guard)
+        return Checked(point.method, "declined", f"at B={point.batch_size}: {err}")
     except WouldNotFit as err:
         checked.detail += f"; not timed: {err}"
     except (RuntimeError, MemoryError) as err:
@@ -140,7 +143,7 @@ def run(args, progress) -> tuple[dict, str]:
     import torch
 
     from persample_bench.grid import check_device, check_methods
-    from persample_bench.memory import apply_heap_policy, free_and_total
+    from persample_bench.memory import apply_heap_policy, reusable
     from persample_bench.timing import check_timer, clock, trainable_numel
     from persample_core import BASELINE, METHODS, make_workload
     from persample_core.workloads import resolve
@@ -160,6 +163,10 @@ def run(args, progress) -> tuple[dict, str]:
     heap = apply_heap_policy(args.heap)
     model = make_workload(args.workload, batch_size=1, device=args.device, dtype=getattr(torch, args.dtype)).model
     params = trainable_numel(model)
+    if args.memory is not None:
+        budget = args.memory
+    else:  # before any method runs: what the methods free stays in the process, kept for the next one
+        budget = (reusable(torch.device(args.device)) or (None,))[0]
     checked = []
     for method in methods or list(METHODS):
         progress(f"{method}: against float64, then timed at B={args.batch_size}")
@@ -169,8 +176,6 @@ def run(args, progress) -> tuple[dict, str]:
                 point, seconds=args.seconds, heap=args.heap, clock=clock(args.timer, args.device), progress=progress
             )
         )
-    free = free_and_total(args.device)
-    budget = args.memory if args.memory is not None else (free[0] if free else None)
     chosen = recommend(checked, budget)
     loop = next((c.median for c in checked if c.method == BASELINE), None)
     result = {

@@ -146,13 +146,23 @@ class WouldNotFit(ValueError):
     never attempted (the attempt could take the machine's memory from everything else on it)."""
 
 
+def reusable(device) -> tuple[int, int] | None:
+    """``free_and_total``, with what this process holds freed counted as free: the CUDA caching allocator's
+    reserved but unused bytes; on the CPU, the kept heap handed back first (``_trim_heap``)."""
+    if timing.asynchronous(device):
+        free, total = free_and_total(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), total
+    _trim_heap()
+    return free_and_total(device)
+
+
 def check_fits(point, gradient_bytes: int) -> None:
-    """Raise ``WouldNotFit`` where ``gradient_bytes``, the least any method needs at ``point``, exceed the free
-    memory of its device (the GPU's, or the machine's available memory); nothing where it cannot be told."""
+    """Raise ``WouldNotFit`` where ``gradient_bytes``, the least any method (and the floor) needs at ``point``,
+    exceed the memory its device could give (``reusable``); nothing where it cannot be told."""
     device = torch.device(point.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    memory = free_and_total(device)
+    memory = reusable(device)
     if memory is not None and gradient_bytes > memory[0]:
         raise WouldNotFit(
             f"{point.id}: its B x P per-sample gradients need {gradient_bytes / 2**30:.1f} GiB and {device} has "

@@ -170,7 +170,6 @@ def pytest_configure(config):
         progress=functools.partial(progress.write_line, config),
     )
     config.stash[results.SETTINGS] = settings
-    _check_axes(settings)
     config.pluginmanager.register(progress.Progress(settings), "persample-progress")
     config.pluginmanager.register(results, "persample-results")
     devices = config.getoption("persample_device") or ()
@@ -183,6 +182,7 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--persample-device: {err}") from None
     if "cuda" in devices and any(device.startswith("cuda:") for device in devices):
         raise pytest.UsageError("--persample-device: cuda is the current CUDA device; name it or cuda:N, not both")
+    _check_axes(config, settings)
     threads = config.getoption("persample_threads")
     if threads is not None or settings.timer != "wall":
         import torch
@@ -203,9 +203,11 @@ def _listed(text: str | None) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()] if text else []
 
 
-def _check_axes(settings) -> None:
-    """The dtypes and workloads named, checked at start-up (each workload built with two samples and held to the
-    contract, which imports torch: only where one is named), or the session stops in one line naming the option."""
+def _check_axes(config, settings) -> None:
+    """The dtypes and workloads named, checked at start-up (each workload built with two samples on the first
+    device asked for, in each dtype, and held to the contract, which imports torch: only where one is named), or
+    the session stops in one line naming the option."""
+    devices = config.getoption("persample_device") or ()
     if settings.dtypes:
         from persample_bench.grid import check_dtypes
 
@@ -213,15 +215,24 @@ def _check_axes(settings) -> None:
             settings.dtypes = check_dtypes(settings.dtypes)
         except ValueError as err:
             raise pytest.UsageError(f"--persample-dtype: {err}") from None
+        if settings.dtypes == ["float16"] and not any(d.startswith("cuda") for d in devices or _devices(config)):
+            raise pytest.UsageError(
+                "--persample-dtype: float16 is timed on CUDA only and this session times the CPU alone; use "
+                "bfloat16, or add --persample-device cuda"
+            )
     if settings.workloads:
         import torch
 
         from persample_core import make_workload
+        from persample_core.workloads import batch_sizes
 
-        try:  # two samples on the CPU in each dtype: the contract, before any point is timed
+        try:  # the contract, before any point is timed
             for spec in settings.workloads:
                 for dtype in settings.dtypes or (DEFAULT_DTYPE,):
-                    make_workload(spec, batch_size=2, dtype=getattr(torch, dtype))
+                    make_workload(
+                        spec, batch_size=2, device=devices[0] if devices else "cpu", dtype=getattr(torch, dtype)
+                    )
+                batch_sizes(spec)
         except ValueError as err:
             raise pytest.UsageError(f"--persample-workload: {err}") from None
 
@@ -249,7 +260,8 @@ def pytest_generate_tests(metafunc):
                 dtypes=settings.dtypes or (DEFAULT_DTYPE,),
             )
         except ValueError as err:  # a registered workload that does not load, or a bad PERSAMPLE_WORKLOADS
-            raise pytest.UsageError(f"persample: {err}") from None
+            # pytest.UsageError is a collection error here, with a traceback; exit says it in one line, as usage
+            pytest.exit(f"persample: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
         metafunc.parametrize("persample_point", chosen, ids=lambda point: point.id)
 
 

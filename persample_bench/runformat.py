@@ -146,8 +146,13 @@ class Point:
     def id(self) -> str:
         """``workload-method-B<batch>-device``, and ``-dtype`` where it is not float32 (so float32 ids stay as they
         were before the dtype axis, and the history goes on)."""
-        dtype = "" if self.dtype == DEFAULT_DTYPE else f"-{self.dtype}"
-        return f"{self.workload}-{self.method}-B{self.batch_size}-{self.device}{dtype}"
+        return f"{self.workload}-{self.method}-B{self.batch_size}-{self.where}"
+
+    @property
+    def where(self) -> str:
+        """What a method's points are pooled over besides the method: the device, and the dtype where it is not
+        float32 (``cpu``, ``cuda-bfloat16``)."""
+        return self.device if self.dtype == DEFAULT_DTYPE else f"{self.device}-{self.dtype}"
 
     @classmethod
     def of(cls, info: dict) -> Point:

@@ -153,8 +153,8 @@ class Side:
 
     def env(self) -> dict:
         """The worker's environment: this side's persample_core first, then today's harness, then the user's
-        PYTHONPATH and the folder ab was started in (where a ``MODULE:FUNCTION`` workload's module is found, as
-        ``python -m`` would find it there). Each of the first two folders holds one package, linked: the folder a
+        PYTHONPATH and, last, the folder ab was started in (where a ``MODULE:FUNCTION`` workload's module is found
+        when PYTHONPATH does not have it). Each of the first two folders holds one package, linked: the folder a
         package is installed in is site-packages, and on PYTHONPATH it would put this environment's torch before
         the side's own."""
         paths = [str(self.core), str(self.harness), os.environ.get("PYTHONPATH", ""), os.getcwd()]
@@ -240,7 +240,7 @@ def compare_sides(a: dict, b: dict) -> list[gate.Change]:
     rows = {key: (a[key], b[key]) for key in sorted(a.keys() & b.keys()) if len(a[key]) == len(b[key]) >= 2}
     groups = {}
     for point, metric in rows:
-        groups.setdefault((point.method, point.device, metric), []).append((point, metric))
+        groups.setdefault((point.method, point.where, metric), []).append((point, metric))
     for (method, device, metric), keys in groups.items():
         if len(keys) >= 2:
             share = 1 / len(keys)

@@ -99,8 +99,10 @@ def compare(args) -> int:
 def ab_command(args) -> int:
     if args.points and args.workload:
         raise history.HistoryError("name --points or --workload, not both: --workload's points are vmap at each batch")
+    if args.batch_sizes is not None and not args.workload:
+        raise history.HistoryError("--batch-sizes are --workload's; name the workload, or points with --points")
     if args.workload:
-        points = ab.workload_points(args.workload, args.batch_sizes)
+        points = ab.workload_points(args.workload, args.batch_sizes or ab.WORKLOAD_BATCH_SIZES)
     elif args.points:
         points = [ab.parse_point(text) for text in args.points]
     else:
@@ -292,13 +294,14 @@ def main(argv=None) -> int:
         "--workload",
         action="append",
         metavar="SPEC",
-        help="your model: MODULE:FUNCTION (found where ab is started, as python -m finds it) or a registered name; "
+        help="your model: MODULE:FUNCTION (its module on PYTHONPATH or in the folder ab is started in) or a "
+        "registered name; "
         "its points are vmap against the loop on the cpu at each of --batch-sizes; repeatable",
     )
     p.add_argument(
         "--batch-sizes",
         type=batch_sizes,
-        default=ab.WORKLOAD_BATCH_SIZES,
+        default=None,
         metavar="B,B,...",
         help=f"--workload's batch sizes (default: {','.join(map(str, ab.WORKLOAD_BATCH_SIZES))})",
     )

@@ -273,7 +273,7 @@ def compare_pooled(baseline, candidate, *, earlier: list[dict], metrics) -> list
     groups = {}
     for point, metric in sorted(before.keys() & after.keys()):
         if metric in metrics:
-            groups.setdefault((point.method, point.device, metric), []).append((point, metric))
+            groups.setdefault((point.method, point.where, metric), []).append((point, metric))
     changes = []
     for (method, device, metric), keys in groups.items():
         if len(keys) < 2:

@@ -90,6 +90,7 @@ def cuda_on_the_cpu(monkeypatch) -> Log:
     monkeypatch.setattr(torch.cuda, "memory_allocated", counter(0))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", counter(1))
     monkeypatch.setattr(torch.cuda, "mem_get_info", counter((2**40, 2**40)))  # what the fit check asks first
+    monkeypatch.setattr(torch.cuda, "memory_reserved", counter(0))
     threads = torch.get_num_threads()
     yield log
     torch.set_num_threads(threads)

@@ -86,3 +86,15 @@ def test_a_point_whose_gradients_would_not_fit_is_skipped_before_any_method_runs
     with pytest.raises(pytest.skip.Exception, match="0.1 GiB free of 1; skipped, not attempted"):
         bench.prepare_or_skip(point)
     assert prepare.gradient_bytes(Point("mlp", "vmap", 64, "cpu", "bfloat16"), 10) == 64 * 10 * 2
+
+
+def test_on_cuda_what_the_caching_allocator_holds_unused_counts_as_free(monkeypatch):
+    """After a large point the allocator keeps its memory reserved: mem_get_info does not count it, the next point
+    may reuse it."""
+    from persample_bench import timing
+
+    monkeypatch.setattr(timing, "asynchronous", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 50 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2 * 2**30)
+    assert memory.reusable("cuda:0") == (49 * 2**30, 80 * 2**30)

@@ -12,24 +12,7 @@ import pytest
 from persample_bench.runformat import Point
 from persample_gate import ab
 from tests.conftest import REPO
-
-MODULE = """
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-def make(batch_size, device="cpu", dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 5)).to(device=device, dtype=dtype)
-    inputs = torch.randn(batch_size, 20, generator=generator).to(device=device, dtype=dtype)
-    return model, F.cross_entropy, inputs, torch.randint(5, (batch_size,), generator=generator).to(device)
-
-
-def broken(batch_size, device="cpu", dtype=torch.float32, seed=0):
-    model, loss, inputs, targets = make(batch_size, device, dtype, seed)
-    return model, loss, inputs[:1], targets
-"""
+from tests.test_workloads import GOOD as MODULE  # make, and functions that break the contract
 
 
 @pytest.fixture
@@ -70,9 +53,9 @@ def test_persample_bench_stores_a_run_of_the_users_model(folder):
 
 
 def test_persample_bench_refuses_a_broken_workload_and_stores_nothing(folder):
-    code, out, err = persample("bench", "--workload", "mymodels:broken", cwd=folder)
+    code, out, err = persample("bench", "--workload", "mymodels:short", cwd=folder)
     assert code == 2, out + err
-    assert "workload 'mymodels:broken': its inputs are shape (1, 20) for batch_size=2" in out + err
+    assert "workload 'mymodels:short': its inputs are shape (3, 6) for batch_size=2" in out + err
     assert not (folder / ".benchmarks").exists()
 
 
@@ -83,7 +66,7 @@ def test_persample_check_judges_every_method_and_recommends(folder):
     )  # fmt: skip
     assert code == 0, out + err
     result = json.loads(out)
-    assert result["parameters"] == 20 * 32 + 32 + 32 * 5 + 5 and result["batch_size"] == 8
+    assert result["parameters"] == 6 * 8 + 8 + 8 * 3 + 3 and result["batch_size"] == 8
     assert set(result["methods"]) == {"loop", "vmap", "expanded_weights"}
     for method, found in result["methods"].items():
         assert found["outcome"] == "correct" and found["error"] < 1e-4 and found["median_seconds"] > 0, method
@@ -98,14 +81,14 @@ def test_persample_check_prints_a_table_and_a_budget_that_nothing_fits(folder):
         cwd=folder,
     )  # fmt: skip
     assert code == 0, out + err
-    assert "mymodels:make: 837 trainable parameters, B=8 on cpu, float32" in out, out
-    assert "correct, worst" in out and "fastest correct: " in out and "fastest within 1 B (--memory): none" in out, out
+    assert "mymodels:make: 83 trainable parameters, B=8 on cpu, float32" in out, out
+    assert "correct, worst" in out and "fastest correct: " in out and "fastest within 1 B (--memory): " in out, out
 
 
 def test_persample_check_refuses_a_spec_that_does_not_load(folder):
     code, out, err = persample("check", "mymodels:nothing", cwd=folder)
     assert code == 2 and err.strip().count("\n") == 0, out + err
-    assert "mymodels has no 'nothing'; name a function defined there (make, broken)" in err
+    assert "mymodels has no 'nothing'; name a function defined there (make, three, short, " in err
 
 
 def test_ab_points_of_a_workload_are_vmap_at_each_batch():
@@ -138,3 +121,18 @@ def test_persample_ab_on_the_users_model_from_their_folder(folder):
     )  # fmt: skip
     assert code in (0, 1), out + err
     assert "mymodels:make-vmap-B8-cpu" in out, out
+
+
+def test_the_recommendation_is_the_fastest_correct_and_the_fastest_within_the_budget():
+    from persample_bench.check import Checked, memory_size, recommend
+
+    checked = [
+        Checked("loop", "correct", "", median=2.0, peak_bytes=100),
+        Checked("vmap", "correct", "", median=1.0, peak_bytes=300),
+        Checked("opacus", "declined", "no LSTM"),
+        Checked("vmap_chunked", "correct", "not timed: out of memory"),
+    ]
+    assert recommend(checked, 200) == {"fastest": "vmap", "fastest_within": "loop"}
+    assert recommend(checked, 50) == {"fastest": "vmap", "fastest_within": None}
+    assert recommend(checked, None) == {"fastest": "vmap", "fastest_within": "vmap"}
+    assert memory_size("4GiB") == 4 * 2**30 and memory_size("500MB") == 500 * 10**6 and memory_size("12") == 12
