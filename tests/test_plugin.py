@@ -19,6 +19,9 @@ from tests.conftest import REPO
 SMALL = ["-k", "mlp and B1- and cpu", "--persample-max-time", "0.3"]
 
 
+pytest_plugins = ["pytester"]  # collect_in_process
+
+
 def suite(*args, slowdown=0.0, timeout=300):
     """``pytest tests/test_benchmarks.py ARGS`` in a process of its own: (exit status, output)."""
     env = {**os.environ, "PERSAMPLE_TEST_SLOWDOWN": str(slowdown)}
@@ -129,9 +132,21 @@ def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
         ),
     ],
 )
-def test_bad_options_are_refused_in_one_line(args, message):
-    code, output = suite("--co", "-q", *args)
+def test_bad_options_are_refused_in_one_line(pytester, args, message):
+    code, output = collect_in_process(pytester, *args)
     assert code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED) and message in output, output
+
+
+def collect_in_process(pytester, *args):
+    """``pytest --co -q ARGS`` on the suite in this process (a process each would spend two seconds starting torch
+    and pytest): (exit status, output). The torch thread count an option sets is put back."""
+    pytester.makepyfile(test_suite="from persample_bench.suite import test_point  # noqa: F401")
+    threads = torch.get_num_threads()
+    try:
+        result = pytester.runpytest_inprocess("--co", "-q", "-p", "no:cacheprovider", *args)
+    finally:
+        torch.set_num_threads(threads)
+    return result.ret, "\n".join(result.outlines + result.errlines)
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +302,8 @@ def test_an_autosaved_foreign_run_keeps_no_rounds(tmp_path):
 
 
 @pytest.mark.parametrize("old", ["--sweep=quick", "--timer", "--gate"])
-def test_an_option_without_its_prefix_names_the_new_one(old):
-    code, output = suite("--co", "-q", *([old, "cpu"] if old == "--timer" else [old]))
+def test_an_option_without_its_prefix_names_the_new_one(pytester, old):
+    code, output = collect_in_process(pytester, *([old, "cpu"] if old == "--timer" else [old]))
     name = old.split("=")[0]
     assert code == pytest.ExitCode.USAGE_ERROR and f"{name} is now --persample-{name[2:]}" in output, output
 
