@@ -89,6 +89,13 @@ def parse_point(text: str) -> Point:
     )
 
 
+def resolves_specs(side: Side) -> bool:
+    """Whether the side's persample_core names workloads by spec (``persample_core.workloads.resolve``), read from
+    its source: this process imports no torch, so none of that package."""
+    source = side.core / "persample_core" / "workloads.py"
+    return source.is_file() and "\ndef resolve(" in source.read_text()
+
+
 def workload_points(specs, batch_sizes) -> list[Point]:
     """``--workload``'s points: vmap against the loop on the cpu, at each batch size of each workload. The spec is
     resolved by the workers (this process imports no torch), which refuse one that does not load, in one line."""

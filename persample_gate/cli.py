@@ -119,6 +119,11 @@ def ab_command(args) -> int:
     }
     started = time.perf_counter()
     with ab.sides(args.ref, args.baseline_python, Path.cwd()) as (a, b):
+        if args.workload and not ab.resolves_specs(a):
+            raise ab.BaselineUnusable(
+                f"the baseline, {a.said}, predates workloads named by MODULE:FUNCTION or a registered name; name "
+                "a later ref for --workload"
+            )
         print(f"baseline  A: {a.said}, {a.python}", flush=True)
         print(f"candidate B: {b.said}, {b.python}", flush=True)
         print(f"harness   today's persample_bench ({ab.todays_harness()}) on both sides", flush=True)

@@ -136,3 +136,11 @@ def test_the_recommendation_is_the_fastest_correct_and_the_fastest_within_the_bu
     assert recommend(checked, 50) == {"fastest": "vmap", "fastest_within": None}
     assert recommend(checked, None) == {"fastest": "vmap", "fastest_within": "vmap"}
     assert memory_size("4GiB") == 4 * 2**30 and memory_size("500MB") == 500 * 10**6 and memory_size("12") == 12
+
+
+def test_persample_ab_refuses_a_baseline_that_predates_workload_specs(folder):
+    """aca7dae, the last commit before workloads could be named by spec: refused by name before any worker runs."""
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", "aca7dae^{commit}"], capture_output=True).returncode:
+        pytest.skip("this clone lacks commit aca7dae (a shallow clone?)")
+    code, out, err = persample("ab", "aca7dae", "--workload", "mymodels:make", cwd=REPO)
+    assert code == 7 and "predates workloads named by MODULE:FUNCTION or a registered name" in err, out + err
