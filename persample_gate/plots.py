@@ -56,11 +56,12 @@ def figures_of(run) -> dict:
 
 
 def _series(figures: dict, key: str):
-    """{(workload, device): {method: [(batch_size, value), ...]}} of one figure, skipping None."""
+    """{(workload, where): {method: [(batch_size, value), ...]}} of one figure, skipping None; ``where``: the device,
+    with the dtype where it is not float32 (``Point.where``), so that two dtypes draw two lines."""
     series = defaultdict(lambda: defaultdict(list))
     for point in sorted(figures):
         if figures[point][key] is not None:
-            series[(point.workload, point.device)][point.method].append((point.batch_size, figures[point][key]))
+            series[(point.workload, point.where)][point.method].append((point.batch_size, figures[point][key]))
     return series
 
 
@@ -207,6 +208,7 @@ def sweep_figures(run, out: Path) -> list[Path]:
 def hardware_label(run, device: str) -> str:
     """What ``run``'s points on ``device`` ran on: the GPU for CUDA points (``cuda``, ``cuda:N``: the name the run
     recorded for that device), else the CPU model."""
+    device = device.split("-")[0]  # a Point.where: the device, then the dtype
     named = (run.machine.get("cuda_devices") or {}).get(device, {}).get("name")
     name = (named or run.machine.get("gpu_name")) if device.split(":")[0] == "cuda" else None
     return name or run.machine.get("cpu_model") or run.machine.get("hardware_id", "?")
@@ -262,7 +264,7 @@ def history_figure_of(runs, verdicts=None):
     for index, run in enumerate(runs):
         for point, figures in figures_of(run).items():
             if figures["speedup_over_loop"] and point.method != run.baseline:  # the loop's is 1x
-                panel = speedups[(point.workload, point.device)][point.method]
+                panel = speedups[(point.workload, point.where)][point.method]
                 panel[(index, point.batch_size)] = figures["speedup_over_loop"]
     rows = sorted(speedups)
     methods = sorted({method for row in rows for method in speedups[row]})
@@ -288,7 +290,7 @@ def history_figure_of(runs, verdicts=None):
                     ax.plot(*zip(*xy), "-o", markersize=3, color=shade[size], label=f"B={size}")
             for index, change in flagged:
                 point, colour = change.point, VERDICT_COLOURS[change.metric]
-                if (point.method, point.device) != (method, row[1]):
+                if (point.method, getattr(point, "where", point.device)) != (method, row[1]):  # Pooled: device
                     continue
                 gid = flag_id(runs[index], change)
                 if not isinstance(point, Point):  # a method's pooled points: across the run's column

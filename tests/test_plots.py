@@ -29,3 +29,13 @@ def test_figures_hold_the_runs_numbers(recorded, tmp_path):
 def test_plot_without_stored_runs_says_how_to_make_one(tmp_path):
     code, out = persample("--storage", tmp_path, "plot", "--out", tmp_path / "plots")
     assert code == 3 and "no stored runs of this hardware" in out and "tox -e bench" in out
+
+
+def test_two_dtypes_of_a_workload_draw_two_lines():
+    from persample_bench.runformat import Point
+    from persample_gate.plots import _series
+
+    figures = {Point("mlp", "vmap", 8, "cpu", dtype): {"speedup_over_loop": speedup} for dtype, speedup in
+               (("float32", 2.0), ("bfloat16", 3.0))}  # fmt: skip
+    series = _series(figures, "speedup_over_loop")
+    assert series[("mlp", "cpu")]["vmap"] == [(8, 2.0)] and series[("mlp", "cpu-bfloat16")]["vmap"] == [(8, 3.0)]
