@@ -4,6 +4,15 @@ The public API below is what the benchmark suites rely on, also when asv runs
 today's benchmarks against an older commit of this package: keep it stable.
 """
 
+from persample_core.dp import (
+    DP_METHODS,
+    DPComparison,
+    DPMismatch,
+    assert_dp_matches_reference,
+    clipped_sum,
+    per_sample_norms,
+    prepare_dp,
+)
 from persample_core.methods import (
     BASELINE,
     METHODS,
@@ -24,6 +33,13 @@ from persample_core.reference import (
 from persample_core.workloads import DEFAULT_WORKLOAD, WORKLOADS, Workload, WorkloadError, make_workload
 
 __all__ = [
+    "DP_METHODS",
+    "DPComparison",
+    "DPMismatch",
+    "assert_dp_matches_reference",
+    "clipped_sum",
+    "per_sample_norms",
+    "prepare_dp",
     "BASELINE",
     "METHODS",
     "MethodUnavailable",

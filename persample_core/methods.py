@@ -242,6 +242,29 @@ def expanded_weights(model, loss_fn):
     return compute
 
 
+def opacus_unsupported(model) -> str | None:
+    """Why Opacus's hooks cannot compute this model's per-sample gradients as it is, in one line; None where they
+    can (opacus installed)."""
+    from opacus import GradSampleModule
+    from opacus.validators import ModuleValidator
+
+    errors = GradSampleModule.validate(model, strict=False)
+    if errors:
+        return f"opacus: {' '.join(str(errors[0]).split())}"
+    for name, layer in _trainable_layers(model):
+        if not layer.training:
+            return f"opacus records activations in training mode only, and {name} is in eval mode"
+        # Opacus's own list of the layers it needs replaced (LSTM, GRU, MultiheadAttention); the first
+        # sentence of its message says why.
+        errors = ModuleValidator.VALIDATORS.get(type(layer), lambda _: [])(layer)
+        if errors:
+            return (
+                f"opacus does not support {type(layer).__name__} ({name}) as it is: {str(errors[0]).split('. ')[0]}; "
+                "opacus.validators.ModuleValidator.fix(model) replaces it"
+            )
+    return None
+
+
 def opacus(model, loss_fn):
     """Opacus's ``GradSampleModule``: forward and backward hooks with per-layer rules (functorch for the rest).
 
@@ -252,23 +275,10 @@ def opacus(model, loss_fn):
     """
     try:
         from opacus import GradSampleModule
-        from opacus.validators import ModuleValidator
     except ImportError:
         raise MethodUnavailable("opacus is not installed; pip install 'persample-core[opacus]'") from None
-    errors = GradSampleModule.validate(model, strict=False)
-    if errors:
-        raise MethodUnavailable(f"opacus: {' '.join(str(errors[0]).split())}")
-    for name, layer in _trainable_layers(model):
-        if not layer.training:
-            raise MethodUnavailable(f"opacus records activations in training mode only, and {name} is in eval mode")
-        # Opacus's own list of the layers it needs replaced (LSTM, GRU, MultiheadAttention); the first
-        # sentence of its message says why.
-        errors = ModuleValidator.VALIDATORS.get(type(layer), lambda _: [])(layer)
-        if errors:
-            raise MethodUnavailable(
-                f"opacus does not support {type(layer).__name__} ({name}) as it is: {str(errors[0]).split('. ')[0]}; "
-                "opacus.validators.ModuleValidator.fix(model) replaces it"
-            )
+    if reason := opacus_unsupported(model):
+        raise MethodUnavailable(reason)
     named = _trainable_parameters(model)
     params = [p for _, p in named]
     batch_loss = _summed_sample_losses(loss_fn)

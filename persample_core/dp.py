@@ -1,0 +1,230 @@
+"""The DP-SGD step's per-sample quantities: each sample's gradient norm, and the clipped sum.
+
+DP-SGD (Abadi et al. 2016) clips each sample's gradient ``g_i`` to norm ``C``
+and sums, ``sum_i g_i * min(1, C / ||g_i||)``, before adding noise; the norm is
+taken over all trainable parameters together. A DP method is a factory
+``method(model, loss_fn) -> compute(inputs, targets, max_norm) -> (norms,
+clipped)``: ``norms`` a ``Tensor[B]``, ``clipped`` ``{name: Tensor[*shape]}``
+keyed as ``model.named_parameters()`` (frozen ones left out). ``DP_METHODS``:
+
+- every per-sample gradient method of ``METHODS``, by its name: the B x P
+  gradients materialised, then clipped and summed (``materialised``);
+- ``ghost``: Opacus's ghost clipping (``GradSampleModuleFastGradientClipping``,
+  Li et al. 2021): each sample's norm from its layers' activations and
+  backpropagated gradients, never the B x P gradients, then a second backward
+  of the one-sample losses weighted by the clipping factors.
+
+The clipped sum is defined on one-sample losses, so ``loss_fn`` must take the
+mean over the batch (as a per-sample gradient's ``loss_fn`` does); the public
+functions check it (``check_mean_loss``). ``compare_dp`` checks a method
+against the float64 loop, with a ``max_norm`` that clips most samples and one
+that clips none.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch.func import vmap
+
+from persample_core.methods import METHODS, MethodUnavailable, _trainable_parameters, opacus_unsupported, prepare
+from persample_core.reference import expect, reference_grads
+from persample_core.tolerance import TOLERANCES, precision
+from persample_core.validate import check_batch, check_choice, check_model, checked_loss
+
+
+def clipping_factors(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """``min(1, max_norm / norm)`` for each sample; 1 where the norm is 0."""
+    return torch.where(norms > max_norm, max_norm / norms.clamp_min(torch.finfo(norms.dtype).tiny), 1.0)
+
+
+def norms_of(grads: dict) -> torch.Tensor:
+    """Each sample's gradient norm over every parameter of ``grads`` (``{name: Tensor[B, *shape]}``)."""
+    return torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
+
+
+def clip_and_sum(grads: dict, norms: torch.Tensor, max_norm: float) -> dict:
+    factors = clipping_factors(norms, max_norm)
+    return {name: torch.einsum("b,b...->...", factors.to(g.dtype), g) for name, g in grads.items()}
+
+
+def materialised(name: str):
+    """The DP method of per-sample gradient method ``name``: its B x P gradients, clipped and summed."""
+
+    def factory(model, loss_fn):
+        per_sample = prepare(model, loss_fn, method=name)
+
+        def compute(inputs, targets, max_norm):
+            grads = per_sample(inputs, targets)
+            norms = norms_of(grads)
+            return norms, clip_and_sum(grads, norms, max_norm)
+
+        return compute
+
+    factory.__doc__ = f"{name}'s per-sample gradients, clipped and summed."
+    return factory
+
+
+def one_sample_losses(loss_fn):
+    """``[loss_fn(out_i[None], y_i[None]) for each i]`` in one vmapped call: the losses a per-sample gradient is of."""
+    return vmap(lambda out, y: loss_fn(out.unsqueeze(0), y.unsqueeze(0)))
+
+
+def ghost(model, loss_fn):
+    """Opacus's ghost clipping: the norms without the B x P gradients, then one backward of the losses weighted by
+    the clipping factors. Its hooks are on the model for the duration of a call only, as the ``opacus`` method's
+    (``persample_core.methods.opacus``). Opacus's factor is ``max_norm / (norm + 1e-6)``: within 1e-6 of the
+    exact one at the norms of a training step."""
+    try:
+        from opacus.grad_sample import GradSampleModuleFastGradientClipping
+    except ImportError:
+        raise MethodUnavailable("opacus is not installed; pip install 'persample-core[opacus]'") from None
+    if reason := opacus_unsupported(model):
+        raise MethodUnavailable(f"ghost: {reason}")
+    params = [p for _, p in _trainable_parameters(model)]
+    names = [name for name, _ in _trainable_parameters(model)]
+    losses_of = one_sample_losses(loss_fn)
+
+    def compute(inputs, targets, max_norm):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            hooked = GradSampleModuleFastGradientClipping(
+                model, batch_first=True, loss_reduction="sum", max_grad_norm=max_norm, use_ghost_clipping=True
+            )
+            try:
+                losses = losses_of(hooked(inputs), targets)
+                torch.autograd.grad(losses.sum(), params, retain_graph=True, allow_unused=True)
+                norms = hooked.get_norm_sample()
+                factors = hooked.get_clipping_coef()
+                hooked.disable_hooks()
+                sums = torch.autograd.grad((factors * losses).sum(), params, allow_unused=True)
+            finally:
+                hooked.cleanup()
+                for layer in model.modules():  # what Opacus leaves behind on the layers and parameters
+                    if layer.__dict__.get("activations") == []:
+                        del layer.activations
+                for p in params:
+                    p.__dict__.pop("_norm_sample", None)
+        return norms, {name: torch.zeros_like(p) if s is None else s for name, p, s in zip(names, params, sums)}
+
+    return compute
+
+
+DP_METHODS = {**{name: materialised(name) for name in METHODS}, "ghost": ghost}
+
+
+def check_max_norm(max_norm) -> float:
+    if isinstance(max_norm, bool) or not isinstance(max_norm, int | float) or not (0 < max_norm < math.inf):
+        raise ValueError(
+            f"max_norm must be a positive finite number, the norm each sample is clipped to; got {max_norm!r}"
+        )
+    return float(max_norm)
+
+
+def check_mean_loss(model, loss_fn, inputs, targets) -> None:
+    """Refuse a ``loss_fn`` that does not take the mean of the one-sample losses over the batch, in one line."""
+    if len(inputs) < 2:
+        return
+    with torch.no_grad(), torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
+        outputs = model(inputs)
+        batch, mean = loss_fn(outputs, targets), one_sample_losses(loss_fn)(outputs, targets).mean()
+    if not torch.isclose(batch, mean, rtol=1e-3, atol=1e-6 * abs(float(mean))):
+        raise ValueError(
+            f"loss_fn on the batch is {float(batch):.6g}, the mean of its {len(inputs)} one-sample losses "
+            f"{float(mean):.6g}: the clipped sum is defined on per-sample losses, so pass a loss that takes the mean "
+            "over the batch (reduction='mean')"
+        )
+
+
+def prepare_dp(model, loss_fn, *, method: str = "vmap"):
+    """The one-time work of DP method ``method``; returns ``compute(inputs, targets, max_norm) -> (norms,
+    clipped sum)``, what a benchmark times."""
+    check_choice("DP method", method, DP_METHODS)
+    check_model(model)
+    return DP_METHODS[method](model, checked_loss(loss_fn))
+
+
+def _checked(model, loss_fn, inputs, targets) -> None:
+    check_model(model)
+    check_batch(model, inputs, targets)
+    check_mean_loss(model, loss_fn, inputs, targets)
+
+
+def per_sample_norms(model, loss_fn, inputs, targets, *, method: str = "vmap") -> torch.Tensor:
+    """Each sample's gradient norm over all trainable parameters, ``Tensor[B]``."""
+    _checked(model, loss_fn, inputs, targets)
+    return prepare_dp(model, loss_fn, method=method)(inputs, targets, math.inf)[0]
+
+
+def clipped_sum(model, loss_fn, inputs, targets, *, max_norm: float, method: str = "vmap") -> dict:
+    """``sum_i g_i * min(1, max_norm / ||g_i||)`` for each trainable parameter, ``{name: Tensor[*shape]}``."""
+    max_norm = check_max_norm(max_norm)
+    _checked(model, loss_fn, inputs, targets)
+    return prepare_dp(model, loss_fn, method=method)(inputs, targets, max_norm)[1]
+
+
+@dataclass(frozen=True)
+class DPComparison:
+    """A DP method's norms and clipped sum against the float64 loop's, each as a relative error."""
+
+    method: str
+    max_norm: float
+    precision: str
+    tolerance: float
+    norm_error: float  # the largest of the samples' |norm - reference| / reference norm
+    sum_errors: dict  # parameter -> ||clipped - reference|| / ||reference||
+
+    @property
+    def ok(self) -> bool:
+        return max(self.norm_error, *self.sum_errors.values()) <= self.tolerance
+
+    def __str__(self):
+        name, error = max(self.sum_errors.items(), key=lambda item: item[1])
+        verdict = "within" if self.ok else "EXCEEDS"
+        return (
+            f"DP method {self.method!r} ({self.precision}, max_norm {self.max_norm:.3g}): norms off by "
+            f"{self.norm_error:.2e}, clipped sum's worst parameter {name!r} by {error:.2e}, {verdict} tolerance "
+            f"{self.tolerance:.0e}"
+        )
+
+
+def compare_dp(model, loss_fn, inputs, targets, method: str, *, max_norm: float) -> DPComparison:
+    """``method``'s norms and clipped sum at ``max_norm`` against the float64 loop's on the same batch."""
+    norms, clipped = prepare_dp(model, loss_fn, method=method)(inputs, targets, check_max_norm(max_norm))
+    want = reference_grads(model, loss_fn, inputs, targets)
+    want_norms = norms_of(want)
+    want_sum = clip_and_sum(want, want_norms, max_norm)
+    prec = precision(next(iter(clipped.values())).dtype, next(iter(clipped.values())).device)
+    norm_error = ((norms.detach().cpu().double() - want_norms).abs() / want_norms.clamp_min(1e-300)).max().item()
+    sum_errors = {
+        name: ((clipped[name].detach().cpu().double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+        for name, ref in want_sum.items()
+    }
+    return DPComparison(method, max_norm, prec, TOLERANCES[prec], norm_error, sum_errors)
+
+
+class DPMismatch(AssertionError):
+    """A DP method's norms or clipped sum differ from the float64 loop's beyond the tolerance."""
+
+
+def assert_dp_matches_reference(model, loss_fn, inputs, targets, method: str) -> list[DPComparison]:
+    """``compare_dp`` at a ``max_norm`` that clips most samples (a tenth of the median norm) and at one that clips
+    none (twice the largest), on the batch less its samples at a kink (``reference.unstable_samples``: a float32
+    computation may take the other, equally valid side there, and a norm or a sum holds every sample);
+    ``DPMismatch`` naming the worse where either is off."""
+    some = next(p for p in model.parameters() if p.requires_grad)
+    unstable = set(expect(model, loss_fn, inputs, targets, precision(some.dtype, some.device)).unstable)
+    kept = [i for i in range(len(inputs)) if i not in unstable] or list(range(len(inputs)))
+    inputs, targets = inputs[kept], targets[kept]
+    want_norms = norms_of(reference_grads(model, loss_fn, inputs, targets))
+    comparisons = [
+        compare_dp(model, loss_fn, inputs, targets, method, max_norm=max_norm)
+        for max_norm in (0.1 * want_norms.median().item(), 2 * want_norms.max().item())
+    ]
+    for comparison in comparisons:
+        if not comparison.ok:
+            raise DPMismatch(str(comparison))
+    return comparisons

@@ -1,0 +1,134 @@
+"""The DP-SGD step's per-sample norms and clipped sums, by every DP method, against the float64 loop, on models
+used nowhere else; and the one-line refusal of what they cannot take."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from persample_core import DP_METHODS, DPMismatch, assert_dp_matches_reference, clipped_sum, dp, per_sample_norms
+from persample_core.reference import reference_grads
+
+
+class ConvGroupNorm(nn.Module):
+    """A convolution, GroupNorm and a linear head: what a DP image model is made of."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3, padding=1)
+        self.norm = nn.GroupNorm(3, 6)
+        self.head = nn.Linear(6 * 5 * 5, 4)
+
+    def forward(self, x):
+        return self.head(torch.flatten(torch.tanh(self.norm(self.conv(x))), 1))
+
+
+class EmbeddingLayerNorm(nn.Module):
+    """Embedded tokens, LayerNorm, mean-pooled into a classifier: what a DP text model is made of."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(13, 8)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, tokens):
+        return self.head(self.norm(self.embed(tokens)).mean(1))
+
+
+def batch(name, size=6, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ConvGroupNorm() if name == "conv" else EmbeddingLayerNorm()
+    if name == "conv":
+        inputs = torch.randn(size, 2, 5, 5, generator=generator)
+    else:
+        inputs = torch.randint(13, (size, 7), generator=generator)
+    return model, F.cross_entropy, inputs, torch.randint(4, (size,), generator=generator)
+
+
+@pytest.mark.parametrize("method", sorted(set(DP_METHODS) - {"vmap_compiled"}))
+@pytest.mark.parametrize("model", ["conv", "embedding"])
+def test_every_dp_method_matches_the_float64_loop_clipping_most_samples_and_none(method, model):
+    """vmap_compiled compiles for each model and batch (seconds): its materialised form is vmap's, checked here."""
+    tight, loose = assert_dp_matches_reference(*batch(model), method)
+    want = dp.norms_of(reference_grads(*batch(model)))
+    assert (want > tight.max_norm).sum() >= 5 and (want <= loose.max_norm).all()  # most clipped; none
+    assert tight.precision == "float32" and max(tight.sum_errors.values()) < 1e-4 and tight.norm_error < 1e-4
+
+
+def test_the_norms_are_each_samples_gradient_norm_over_every_parameter():
+    model, loss_fn, inputs, targets = batch("conv")
+    grads = reference_grads(model, loss_fn, inputs, targets)
+    squares = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
+    for method in ("loop", "ghost"):
+        norms = per_sample_norms(model, loss_fn, inputs, targets, method=method).double()
+        assert torch.allclose(norms, squares.sqrt(), rtol=1e-5), method
+
+
+def test_the_clipped_sum_scales_each_sample_by_min_one_and_max_norm_over_its_norm():
+    model, loss_fn, inputs, targets = batch("embedding")
+    grads = reference_grads(model, loss_fn, inputs, targets)
+    norms = dp.norms_of(grads)
+    max_norm = norms.median().item()
+    got = clipped_sum(model, loss_fn, inputs, targets, max_norm=max_norm, method="ghost")
+    factors = torch.clamp(max_norm / norms, max=1.0)
+    for name, g in grads.items():
+        assert torch.allclose(
+            got[name].double(), (factors.view(-1, *[1] * (g.dim() - 1)) * g).sum(0), rtol=1e-4, atol=1e-7
+        )
+
+
+def test_frozen_parameters_are_left_out_and_the_model_is_left_as_it_was():
+    model, loss_fn, inputs, targets = batch("conv")
+    model.conv.weight.requires_grad_(False)
+    got = clipped_sum(model, loss_fn, inputs, targets, max_norm=0.1, method="ghost")
+    assert "conv.weight" not in got and set(got) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(p.grad is None and "_norm_sample" not in p.__dict__ for p in model.parameters())
+    assert not any(m._forward_hooks or m._backward_hooks or hasattr(m, "activations") for m in model.modules())
+
+
+def test_a_method_whose_norms_are_off_is_caught(monkeypatch):
+    right = DP_METHODS["ghost"]
+
+    def off(model, loss_fn):
+        compute = right(model, loss_fn)
+        return lambda inputs, targets, max_norm: (lambda n, s: (n * 1.001, s))(*compute(inputs, targets, max_norm))
+
+    monkeypatch.setitem(DP_METHODS, "ghost", off)
+    with pytest.raises(DPMismatch, match=r"DP method 'ghost' \(float32, max_norm .*\): norms off by 1.0\de-03"):
+        assert_dp_matches_reference(*batch("conv"), "ghost")
+
+
+def test_ghost_declines_what_opacus_cannot_hook_in_one_line():
+    lstm = nn.Sequential(nn.Embedding(5, 4), nn.LSTM(4, 3, batch_first=True))
+    with pytest.raises(dp.MethodUnavailable, match=r"^ghost: opacus does not support LSTM"):
+        dp.prepare_dp(lstm, F.cross_entropy, method="ghost")
+
+
+@pytest.mark.parametrize("max_norm", [0, -1.0, math.inf, math.nan, "1", True])
+def test_max_norm_must_be_a_positive_finite_number(max_norm):
+    with pytest.raises(ValueError, match=r"max_norm must be a positive finite number, the norm each sample is clipped"):
+        clipped_sum(*batch("conv"), max_norm=max_norm)
+
+
+def test_a_loss_that_sums_over_the_batch_is_refused_naming_the_reduction():
+    model, _, inputs, targets = batch("conv")
+    summed = lambda outputs, targets: F.cross_entropy(outputs, targets, reduction="sum")  # noqa: E731
+    with pytest.raises(ValueError, match=r"pass a loss that takes the mean over the batch \(reduction='mean'\)"):
+        clipped_sum(model, summed, inputs, targets, max_norm=1.0)
+
+
+def test_a_model_with_no_trainable_parameter_is_refused():
+    model, loss_fn, inputs, targets = batch("conv")
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="model has no trainable parameters"):
+        per_sample_norms(model, loss_fn, inputs, targets)
+
+
+def test_an_unknown_dp_method_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown DP method 'clip'; choose one of: expanded_weights, ghost, loop"):
+        per_sample_norms(*batch("conv"), method="clip")
