@@ -24,13 +24,19 @@ that clips none.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch.func import vmap
 
-from persample_core.methods import METHODS, MethodUnavailable, _trainable_parameters, opacus_unsupported, prepare
+from persample_core.methods import (
+    METHODS,
+    MethodUnavailable,
+    _trainable_parameters,
+    opacus_hooks,
+    opacus_unsupported,
+    prepare,
+)
 from persample_core.reference import expect, reference_grads
 from persample_core.tolerance import TOLERANCES, precision
 from persample_core.validate import check_batch, check_choice, check_model, checked_loss
@@ -42,8 +48,16 @@ def clipping_factors(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
 
 
 def norms_of(grads: dict) -> torch.Tensor:
-    """Each sample's gradient norm over every parameter of ``grads`` (``{name: Tensor[B, *shape]}``)."""
-    return torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
+    """Each sample's gradient norm over every parameter of ``grads`` (``{name: Tensor[B, *shape]}``), accumulated in
+    float32 at least (float16's squares overflow past a norm of 256)."""
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=_accumulated(g)) for g in grads.values()]),
+        dim=0,
+    )
+
+
+def _accumulated(tensor: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(tensor.dtype, torch.float32)
 
 
 def clip_and_sum(grads: dict, norms: torch.Tensor, max_norm: float) -> dict:
@@ -75,40 +89,68 @@ def one_sample_losses(loss_fn):
 
 def ghost(model, loss_fn):
     """Opacus's ghost clipping: the norms without the B x P gradients, then one backward of the losses weighted by
-    the clipping factors. Its hooks are on the model for the duration of a call only, as the ``opacus`` method's
-    (``persample_core.methods.opacus``). Opacus's factor is ``max_norm / (norm + 1e-6)``: within 1e-6 of the
-    exact one at the norms of a training step."""
+    the clipping factors (exact ones, as the other methods': Opacus's own are ``C / (norm + 1e-6)``). Its hooks are
+    on the model for the duration of a call only, and what Opacus leaves on the layers and parameters is removed
+    (``methods.opacus_hooks``).
+
+    Guarded, as the hook methods are (``persample_core.guard``): at the first call at each batch shape its norms
+    must match those of Opacus's own per-sample gradients (the ``opacus`` method, guarded in its turn), or it
+    declines: a weight used outside its layer (``F.linear(h, emb.weight)``) is a use its hooks miss, and norms too
+    small would clip too little, which breaks the privacy a DP step promises.
+    """
     try:
         from opacus.grad_sample import GradSampleModuleFastGradientClipping
     except ImportError:
         raise MethodUnavailable("opacus is not installed; pip install 'persample-core[opacus]'") from None
     if reason := opacus_unsupported(model):
         raise MethodUnavailable(f"ghost: {reason}")
-    params = [p for _, p in _trainable_parameters(model)]
-    names = [name for name, _ in _trainable_parameters(model)]
+    named = _trainable_parameters(model)
     losses_of = one_sample_losses(loss_fn)
+    checked_shapes = set()
+
+    def norms_and_losses(wrapped, inputs, targets, max_norm):
+        hooked = GradSampleModuleFastGradientClipping(
+            model, batch_first=True, loss_reduction="sum", max_grad_norm=max_norm, use_ghost_clipping=True
+        )
+        wrapped.append(hooked)
+        losses = losses_of(hooked(inputs), targets)
+        used = torch.autograd.grad(losses.sum(), [p for _, p in named], retain_graph=True, allow_unused=True)
+        missed = [n for (n, p), g in zip(named, used) if g is not None and "_norm_sample" not in p.__dict__]
+        if missed:
+            raise MethodUnavailable(f"ghost: Opacus's hooks give no per-sample norm of {missed[0]!r}: a use they miss")
+        squares = [p._norm_sample.to(_accumulated(p)) ** 2 for (_, p), g in zip(named, used) if g is not None]
+        hooked.disable_hooks()
+        return torch.stack(squares).sum(0).sqrt(), losses
 
     def compute(inputs, targets, max_norm):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            hooked = GradSampleModuleFastGradientClipping(
-                model, batch_first=True, loss_reduction="sum", max_grad_norm=max_norm, use_ghost_clipping=True
+        check_batch(model, inputs, targets)
+        if len(inputs) == 0:
+            return inputs.new_zeros(0, dtype=_accumulated(named[0][1])), {n: torch.zeros_like(p) for n, p in named}
+        try:
+            with opacus_hooks(model, named) as wrapped:
+                norms, losses = norms_and_losses(wrapped, inputs, targets, max_norm)
+                factors = clipping_factors(norms, max_norm).to(losses.dtype)
+                sums = torch.autograd.grad((factors * losses).sum(), [p for _, p in named], allow_unused=True)
+        except NotImplementedError as err:  # Opacus's refusal mid-call, e.g. "Parameter tying is not supported"
+            raise MethodUnavailable(f"ghost: {err}") from None
+        if inputs.shape not in checked_shapes:
+            check_against_opacus(inputs, targets, norms)
+            checked_shapes.add(inputs.shape)
+        return norms, {n: torch.zeros_like(p) if s is None else s for (n, p), s in zip(named, sums)}
+
+    def check_against_opacus(inputs, targets, norms):
+        try:
+            grads = prepare(model, loss_fn, method="opacus")(inputs, targets)
+        except MethodUnavailable as err:
+            raise MethodUnavailable(f"ghost: {err}") from None
+        want = norms_of(grads).to(norms.dtype)
+        tolerance = TOLERANCES[precision(norms.dtype, norms.device)]
+        off = ((norms - want).abs() / want.clamp_min(torch.finfo(want.dtype).tiny)).max().item()
+        if not off <= 10 * tolerance:
+            raise MethodUnavailable(
+                f"ghost fails the guard: its norms differ from Opacus's per-sample gradients' by {off:.1e}, a use of "
+                "a weight its hooks miss (a weight used outside its layer?)"
             )
-            try:
-                losses = losses_of(hooked(inputs), targets)
-                torch.autograd.grad(losses.sum(), params, retain_graph=True, allow_unused=True)
-                norms = hooked.get_norm_sample()
-                factors = hooked.get_clipping_coef()
-                hooked.disable_hooks()
-                sums = torch.autograd.grad((factors * losses).sum(), params, allow_unused=True)
-            finally:
-                hooked.cleanup()
-                for layer in model.modules():  # what Opacus leaves behind on the layers and parameters
-                    if layer.__dict__.get("activations") == []:
-                        del layer.activations
-                for p in params:
-                    p.__dict__.pop("_norm_sample", None)
-        return norms, {name: torch.zeros_like(p) if s is None else s for name, p, s in zip(names, params, sums)}
 
     return compute
 
@@ -125,13 +167,16 @@ def check_max_norm(max_norm) -> float:
 
 
 def check_mean_loss(model, loss_fn, inputs, targets) -> None:
-    """Refuse a ``loss_fn`` that does not take the mean of the one-sample losses over the batch, in one line."""
+    """Refuse a ``loss_fn`` that does not take the mean of the one-sample losses over the batch, in one line. The
+    norms and sums are of one-sample losses whatever the reduction; what a loss on the batch means to the DP step
+    it stands for (its noise is scaled to the batch's mean) is not, and a sum there is a bug to say."""
     if len(inputs) < 2:
         return
+    loss_fn = checked_loss(loss_fn)  # a loss that is not a scalar is refused first, saying so
     with torch.no_grad(), torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
         outputs = model(inputs)
         batch, mean = loss_fn(outputs, targets), one_sample_losses(loss_fn)(outputs, targets).mean()
-    if not torch.isclose(batch, mean, rtol=1e-3, atol=1e-6 * abs(float(mean))):
+    if not torch.isclose(batch, mean, rtol=1e-3):
         raise ValueError(
             f"loss_fn on the batch is {float(batch):.6g}, the mean of its {len(inputs)} one-sample losses "
             f"{float(mean):.6g}: the clipped sum is defined on per-sample losses, so pass a loss that takes the mean "
@@ -179,10 +224,10 @@ class DPComparison:
 
     @property
     def ok(self) -> bool:
-        return max(self.norm_error, *self.sum_errors.values()) <= self.tolerance
+        return all(error <= self.tolerance for error in (self.norm_error, *self.sum_errors.values()))  # NaN: not ok
 
     def __str__(self):
-        name, error = max(self.sum_errors.items(), key=lambda item: item[1])
+        name, error = max(self.sum_errors.items(), key=lambda item: math.inf if math.isnan(item[1]) else item[1])
         verdict = "within" if self.ok else "EXCEEDS"
         return (
             f"DP method {self.method!r} ({self.precision}, max_norm {self.max_norm:.3g}): norms off by "

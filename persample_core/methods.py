@@ -284,20 +284,43 @@ def opacus(model, loss_fn):
     batch_loss = _summed_sample_losses(loss_fn)
 
     def compute(inputs, targets):
-        with _grad_sample_attributes(named), warnings.catch_warnings():
-            # The first layer's inputs need no gradient, which torch warns about and Opacus expects.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            hooked = GradSampleModule(model, batch_first=True, loss_reduction="sum")
-            try:
-                _gradients(batch_loss(hooked(inputs), targets), params)
-                return _grad_samples(named, len(inputs))
-            finally:
-                hooked.cleanup()
-                for layer in model.modules():  # Opacus leaves its emptied activation lists behind
-                    if layer.__dict__.get("activations") == []:
-                        del layer.activations
+        with opacus_hooks(model, named) as wrapped:
+            wrapped.append(hooked := GradSampleModule(model, batch_first=True, loss_reduction="sum"))
+            _gradients(batch_loss(hooked(inputs), targets), params)
+            return _grad_samples(named, len(inputs))
 
     return compute
+
+
+OPACUS_LEFTOVERS = ("activations", "max_batch_len", "_forward_counter", "_norm_sample", "grad_sample")
+
+
+@contextlib.contextmanager
+def opacus_hooks(model, named):
+    """Inside, the caller wraps ``model`` in an Opacus module and appends it to the list yielded; on the way out,
+    however it ends, each is cleaned up (its hooks taken off), what Opacus leaves on the layers and parameters is
+    removed (``OPACUS_LEFTOVERS``: a failed call leaves its activations, and the next call would fail on them), the
+    hooks the model had are as they were (a constructor that failed midway leaves some on), and the
+    ``.grad_sample`` the parameters had before is put back."""
+    before = {id(m): set(vars(m)) for m in model.modules()} | {id(p): set(vars(p)) for _, p in named}
+    hooks = {m: (dict(m._forward_hooks), dict(m._backward_hooks), m._is_full_backward_hook) for m in model.modules()}
+    wrapped = []
+    with _grad_sample_attributes(named), warnings.catch_warnings():
+        # The first layer's inputs need no gradient, which torch warns about and Opacus expects.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        try:
+            yield wrapped
+        finally:
+            for module in wrapped:
+                module.cleanup()
+            for thing in [*model.modules(), *(p for _, p in named)]:
+                for name in set(vars(thing)) - before.get(id(thing), set()):
+                    if name in OPACUS_LEFTOVERS:
+                        delattr(thing, name)
+            for m, (forward, backward, full) in hooks.items():
+                m._forward_hooks.clear(), m._forward_hooks.update(forward)
+                m._backward_hooks.clear(), m._backward_hooks.update(backward)
+                m._is_full_backward_hook = full
 
 
 METHODS = {

@@ -132,3 +132,87 @@ def test_a_model_with_no_trainable_parameter_is_refused():
 def test_an_unknown_dp_method_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown DP method 'clip'; choose one of: expanded_weights, ghost, loop"):
         per_sample_norms(*batch("conv"), method="clip")
+
+
+class TiedOutsideItsLayer(nn.Module):
+    """An embedding whose weight is also the output projection, used outside its layer: a use hooks miss."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(13, 8)
+        self.mix = nn.Linear(8, 8)
+
+    def forward(self, tokens):
+        return F.linear(torch.tanh(self.mix(self.embed(tokens).mean(1))), self.embed.weight[:4])
+
+
+class Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used, self.spare = nn.Linear(5, 4), nn.Linear(5, 4)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_ghost_declines_a_weight_used_outside_its_layer_rather_than_clip_too_little():
+    """Its hooks would give norms too small (4.23 for 4.52), so samples would be clipped too little."""
+    model = TiedOutsideItsLayer()
+    inputs, targets = torch.randint(13, (5, 7)), torch.randint(4, (5,))
+    with pytest.raises(dp.MethodUnavailable, match=r"^ghost: opacus fails the guard|^ghost fails the guard"):
+        clipped_sum(model, F.cross_entropy, inputs, targets, max_norm=1.0, method="ghost")
+
+
+def test_ghost_counts_an_unused_parameter_as_zero_and_takes_an_empty_batch():
+    model, inputs, targets = Unused(), torch.randn(4, 5), torch.randint(4, (4,))
+    norms = per_sample_norms(model, F.cross_entropy, inputs, targets, method="ghost")
+    assert torch.allclose(norms, per_sample_norms(model, F.cross_entropy, inputs, targets, method="loop"), rtol=1e-5)
+    assert clipped_sum(model, F.cross_entropy, inputs, targets, max_norm=0.5, method="ghost")["spare.bias"].eq(0).all()
+    norms, sums = dp.prepare_dp(model, F.cross_entropy, method="ghost")(inputs[:0], targets[:0], 1.0)
+    assert norms.shape == (0,) and all(s.eq(0).all() for s in sums.values())
+
+
+def test_a_failed_ghost_call_leaves_the_model_as_it_was_and_the_next_call_works():
+    model, loss_fn, inputs, targets = batch("conv")
+    model.head.weight.grad_sample = marker = torch.ones(1)
+    before = {name: set(vars(m)) for name, m in model.named_modules()}
+    compute = dp.prepare_dp(model, loss_fn, method="ghost")
+    with pytest.raises((IndexError, RuntimeError), match="out of bounds|out of range"):
+        compute(inputs, targets + 10, 1.0)  # targets out of range: the model's and the data's error, as it is
+    assert {name: set(vars(m)) for name, m in model.named_modules()} == before
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+    assert model.head.weight.grad_sample is marker
+    norms, _ = compute(inputs, targets, 1.0)
+    assert norms.shape == (len(inputs),)
+
+
+@pytest.mark.parametrize("mutant", ["per-parameter clipping", "nan"])
+def test_a_method_whose_clipped_sum_is_off_is_caught(monkeypatch, mutant):
+    """Clipping each parameter to max_norm on its own is the classic mistake: right when nothing is clipped."""
+
+    def wrong(model, loss_fn):
+        per_sample = dp.prepare(model, loss_fn, method="vmap")
+
+        def compute(inputs, targets, max_norm):
+            grads = per_sample(inputs, targets)
+            if mutant == "nan":
+                sums = dp.clip_and_sum(grads, dp.norms_of(grads), max_norm)
+                return dp.norms_of(grads), {**sums, "head.bias": sums["head.bias"] * math.nan}
+            each = {n: dp.clip_and_sum({n: g}, dp.norms_of({n: g}), max_norm)[n] for n, g in grads.items()}
+            return dp.norms_of(grads), each
+
+        return compute
+
+    monkeypatch.setitem(DP_METHODS, "vmap", wrong)
+    with pytest.raises(DPMismatch, match="EXCEEDS"):
+        assert_dp_matches_reference(*batch("conv"), "vmap")
+
+
+def test_samples_at_a_kink_are_left_out_of_the_check(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dp, "expect", lambda *args: calls.append(args) or type("E", (), {"unstable": (0, 2)})())
+    tight, _ = assert_dp_matches_reference(*batch("conv", size=6), "loop")
+    assert calls and tight.tolerance == 1e-4
+    monkeypatch.setattr(dp, "compare_dp", lambda *args, **kw: calls.append(len(args[2])) or tight)
+    assert_dp_matches_reference(*batch("conv", size=6), "loop")
+    assert calls[-1] == 4  # six samples less the two at a kink
