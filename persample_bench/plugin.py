@@ -215,7 +215,7 @@ def _check_axes(config, settings) -> None:
             settings.dtypes = check_dtypes(settings.dtypes)
         except ValueError as err:
             raise pytest.UsageError(f"--persample-dtype: {err}") from None
-        if settings.dtypes == ["float16"] and not any(d.startswith("cuda") for d in devices or _devices(config)):
+        if "float16" in settings.dtypes and not any(d.startswith("cuda") for d in devices or _devices(config)):
             raise pytest.UsageError(
                 "--persample-dtype: float16 is timed on CUDA only and this session times the CPU alone; use "
                 "bfloat16, or add --persample-device cuda"
@@ -229,9 +229,9 @@ def _check_axes(config, settings) -> None:
         try:  # the contract, before any point is timed
             for spec in settings.workloads:
                 for dtype in settings.dtypes or (DEFAULT_DTYPE,):
-                    make_workload(
-                        spec, batch_size=2, device=devices[0] if devices else "cpu", dtype=getattr(torch, dtype)
-                    )
+                    cuda = next((device for device in devices if device.startswith("cuda")), "cuda")
+                    device = cuda if dtype == "float16" else devices[0] if devices else "cpu"  # float16: CUDA's
+                    make_workload(spec, batch_size=2, device=device, dtype=getattr(torch, dtype))
                 batch_sizes(spec)
         except ValueError as err:
             raise pytest.UsageError(f"--persample-workload: {err}") from None

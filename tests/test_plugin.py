@@ -318,3 +318,11 @@ def test_benchmark_only_at_the_root_collects_the_benchmark_suite_alone():
     assert done.returncode == 0 and collected, done.stdout + done.stderr
     assert all(line.startswith("tests/test_benchmarks.py::test_point[") for line in collected), collected[:5]
     assert "deselected" in done.stdout.splitlines()[-1], done.stdout[-500:]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, where float16 is timed")
+def test_float16_on_a_cpu_only_session_is_refused_naming_the_way_out(pytester):
+    code, output = collect_in_process(pytester, "--persample-dtype", "float32,float16")
+    assert code == pytest.ExitCode.USAGE_ERROR and "float16 is timed on CUDA only" in output, output
+    code, output = collect_in_process(pytester, "--persample-dtype", "bfloat16", "-k", "mlp and B64-")
+    assert code == 0 and "mlp-vmap-B64-cpu-bfloat16" in output, output
