@@ -192,23 +192,23 @@ def prepare_dp(model, loss_fn, *, method: str = "vmap"):
     return DP_METHODS[method](model, checked_loss(loss_fn))
 
 
-def _checked(model, loss_fn, inputs, targets) -> None:
-    check_model(model)
+def _prepared_for(model, loss_fn, inputs, targets, method: str):
+    """``prepare_dp`` (which checks the method's name and the model), then the batch and the loss's reduction."""
+    compute = prepare_dp(model, loss_fn, method=method)
     check_batch(model, inputs, targets)
     check_mean_loss(model, loss_fn, inputs, targets)
+    return compute
 
 
 def per_sample_norms(model, loss_fn, inputs, targets, *, method: str = "vmap") -> torch.Tensor:
     """Each sample's gradient norm over all trainable parameters, ``Tensor[B]``."""
-    _checked(model, loss_fn, inputs, targets)
-    return prepare_dp(model, loss_fn, method=method)(inputs, targets, math.inf)[0]
+    return _prepared_for(model, loss_fn, inputs, targets, method)(inputs, targets, math.inf)[0]
 
 
 def clipped_sum(model, loss_fn, inputs, targets, *, max_norm: float, method: str = "vmap") -> dict:
     """``sum_i g_i * min(1, max_norm / ||g_i||)`` for each trainable parameter, ``{name: Tensor[*shape]}``."""
     max_norm = check_max_norm(max_norm)
-    _checked(model, loss_fn, inputs, targets)
-    return prepare_dp(model, loss_fn, method=method)(inputs, targets, max_norm)[1]
+    return _prepared_for(model, loss_fn, inputs, targets, method)(inputs, targets, max_norm)[1]
 
 
 @dataclass(frozen=True)
