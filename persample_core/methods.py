@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import time
 import traceback
 import warnings
@@ -186,24 +187,25 @@ def _summed_sample_losses(loss_fn):
     return lambda outputs, targets: per_sample(outputs, targets).sum()
 
 
-def _grad_samples(named, batch_size):
-    """The ``.grad_sample`` hooks left on each parameter; zeros where none did (a parameter the loss does not use,
-    or one no hook saw: then the guard finds its batch gradient is not zero)."""
-    grads = {n: getattr(p, "grad_sample", None) for n, p in named}
+def _grad_samples(named, batch_size, field: str = "grad_sample"):
+    """The per-sample gradients hooks left on each parameter (in ``.grad_sample``, or ``field``); zeros where none did
+    (a parameter the loss does not use, or one no hook saw: then the guard finds its batch gradient is not zero)."""
+    grads = {n: getattr(p, field, None) for n, p in named}
     return {n: p.new_zeros((batch_size, *p.shape)) if grads[n] is None else grads[n] for n, p in named}
 
 
 @contextlib.contextmanager
-def _grad_sample_attributes(named):
-    """Set aside the ``.grad_sample`` the parameters may already have, drop the new ones, restore the old."""
-    saved = {name: p.__dict__.pop("grad_sample") for name, p in named if "grad_sample" in p.__dict__}
+def _grad_sample_attributes(named, field: str = "grad_sample"):
+    """Set aside the ``.grad_sample`` (or ``field``) the parameters may already have, drop the new ones, restore the
+    old."""
+    saved = {name: p.__dict__.pop(field) for name, p in named if field in p.__dict__}
     try:
         yield
     finally:
         for name, p in named:
-            p.__dict__.pop("grad_sample", None)
+            p.__dict__.pop(field, None)
             if name in saved:
-                p.grad_sample = saved[name]
+                setattr(p, field, saved[name])
 
 
 # The layers whose functional forms ExpandedWeights implements.
@@ -323,6 +325,83 @@ def opacus_hooks(model, named):
                 m._is_full_backward_hook = full
 
 
+# The layers BackPACK's BatchGrad has a rule for (backpack/extensions/firstorder/batch_grad/__init__.py), matched
+# by exact type as BackPACK matches them, less BatchNorm: in training it couples the samples.
+BACKPACK_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Embedding,
+    nn.RNN,
+    nn.LSTM,
+)
+BACKPACK_LEFTOVERS = re.compile(r"input\d+|output|_backpack_extend")  # what extend and its hooks set on a layer
+
+
+def backpack(model, loss_fn):
+    """BackPACK's ``BatchGrad`` (Dangel et al. 2020): hooks on each layer compute its samples' gradients from its
+    inputs and backpropagated gradients, in one batched backward. As Opacus's, its hooks (``backpack.extend``) are
+    on the model for the duration of a call only (``backpack_hooks``)."""
+    try:
+        from backpack import backpack as extensions_on
+        from backpack.extensions import BatchGrad
+    except ImportError:
+        raise MethodUnavailable(
+            "backpack is not installed; pip install backpack-for-pytorch (persample-core[backpack])"
+        ) from None
+    for name, layer in _trainable_layers(model):
+        if type(layer) not in BACKPACK_LAYERS:
+            raise MethodUnavailable(
+                f"backpack's BatchGrad has no rule for {type(layer).__name__} ({name or 'the model itself'}); it "
+                "handles " + ", ".join(cls.__name__ for cls in BACKPACK_LAYERS)
+            )
+    named = _trainable_parameters(model)
+    params = [p for _, p in named]
+    batch_loss = _summed_sample_losses(loss_fn)
+
+    def compute(inputs, targets):
+        with backpack_hooks(model, named):
+            outputs = model(inputs)
+            with extensions_on(BatchGrad()):
+                _gradients(batch_loss(outputs, targets), params)
+            return _grad_samples(named, len(inputs), field="grad_batch")
+
+    return compute
+
+
+@contextlib.contextmanager
+def backpack_hooks(model, named):
+    """``backpack.extend(model)`` inside; on the way out, however it ends, the hooks it added taken off (BackPACK
+    keeps their handles in one list for every model, ``CTX.hook_handles``), what it and they left on the layers
+    removed (``BACKPACK_LEFTOVERS``: a failed call leaves the layers' inputs), and the ``.grad_batch`` the parameters
+    had before put back. A model the caller extended keeps its own hooks."""
+    from backpack import extend
+    from backpack.context import CTX
+
+    before = {id(m): set(vars(m)) for m in model.modules()}
+    handles = len(CTX.hook_handles)
+    with _grad_sample_attributes(named, "grad_batch"), warnings.catch_warnings():
+        # As for Opacus: the first layer's inputs need no gradient. BackPACK also warns of each module with no rule
+        # that holds parameters, a container of layers too; the layers themselves were checked (BACKPACK_LAYERS).
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        warnings.filterwarnings("ignore", message="Extension saving to grad_batch does not have an extension")
+        try:
+            extend(model)
+            yield
+        finally:
+            ours, CTX.hook_handles[handles:] = CTX.hook_handles[handles:], []
+            for handle in ours:
+                handle.remove()
+            for module in model.modules():
+                for name in set(vars(module)) - before[id(module)]:
+                    if BACKPACK_LEFTOVERS.fullmatch(name):
+                        delattr(module, name)
+
+
 METHODS = {
     "loop": loop,
     "vmap": vmap_grad,
@@ -330,13 +409,14 @@ METHODS = {
     "vmap_compiled": vmap_compiled,
     "expanded_weights": expanded_weights,
     "opacus": opacus,
+    "backpack": backpack,
 }
 
 BASELINE = "loop"
 
 # The methods that see a parameter only through the layers they hook, and so
 # can miss a use of it: ``prepare`` guards them (``guard``, docs/guard.md).
-HOOK_METHODS = ("expanded_weights", "opacus")
+HOOK_METHODS = ("expanded_weights", "opacus", "backpack")
 
 
 def is_out_of_memory(err: BaseException) -> bool:

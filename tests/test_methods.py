@@ -1,6 +1,7 @@
 """What the methods beyond loop and vmap promise besides matching the reference
 (which tests/test_correctness.py checks for every method)."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,14 @@ import torch.nn.functional as F
 import persample_core.methods as methods
 from persample_bench.prepare import prepare_point
 from persample_bench.runformat import Point
-from persample_core import MethodUnavailable, compile_seconds, make_workload, per_sample_grads, prepare
+from persample_core import (
+    MethodUnavailable,
+    assert_matches_reference,
+    compile_seconds,
+    make_workload,
+    per_sample_grads,
+    prepare,
+)
 from persample_core.methods import HOOK_METHODS
 from persample_core.zoo import make_specimen
 
@@ -240,3 +248,53 @@ def test_without_opacus_its_tests_are_skipped_with_the_install_hint(pytester):
     result = pytester.runpytest_inprocess("-rs", f"--rootdir={pytester.path}")
     result.assert_outcomes(skipped=1)
     result.stdout.re_match_lines([r"SKIPPED .*: opacus is not installed; pip install 'persample-core\[opacus\]'$"])
+
+
+def backpack_or_skip():
+    return pytest.importorskip("backpack", reason="backpack is not installed; pip install backpack-for-pytorch")
+
+
+@pytest.mark.parametrize("workload", ["simple_cnn", "char_lstm"])
+def test_backpack_matches_the_float64_loop_on_convolutions_and_an_lstm(workload):
+    backpack_or_skip()
+    comparison = assert_matches_reference(*make_workload(workload, batch_size=4, seed=3), "backpack")
+    assert comparison.ok and comparison.precision == "float32"
+
+
+def test_backpack_declines_a_layer_it_has_no_rule_for_naming_it():
+    backpack_or_skip()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.GroupNorm(1, 3), torch.nn.Linear(3, 2))
+    with pytest.raises(
+        MethodUnavailable, match=r"^backpack's BatchGrad has no rule for GroupNorm \(1\); it handles Li"
+    ):
+        per_sample_grads(model, F.cross_entropy, torch.randn(2, 4), torch.zeros(2, dtype=torch.long), method="backpack")
+
+
+def hooks_and_leftovers(model):
+    return [
+        (name, len(m._forward_hooks), len(m._backward_hooks), sorted(vars(m).keys() - {"training"}))
+        for name, m in model.named_modules()
+    ] + [(name, sorted(vars(p))) for name, p in model.named_parameters()]
+
+
+def test_backpack_leaves_the_model_as_it_was_after_a_call_and_after_a_failed_one():
+    backpack_or_skip()
+    from backpack.context import CTX
+
+    model, loss_fn, inputs, targets = make_workload("simple_cnn", batch_size=3)
+    before, handles = hooks_and_leftovers(model), len(CTX.hook_handles)
+    old = model.fc1.weight.grad_batch = torch.ones(1)  # a field of the caller's own, put back
+    compute = methods.prepare(model, loss_fn, method="backpack")
+    compute(inputs, targets)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):  # past the convolutions, their inputs stored
+        compute(torch.randn(3, 1, 30, 30), targets)
+    assert model.fc1.weight.grad_batch is old
+    del model.fc1.weight.grad_batch
+    assert hooks_and_leftovers(model) == before and len(CTX.hook_handles) == handles
+    assert compute(inputs, targets)["conv1.weight"].shape == (3, *model.conv1.weight.shape)
+
+
+def test_without_backpack_it_declines_with_the_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "backpack", None)  # import backpack now raises ImportError
+    with pytest.raises(MethodUnavailable, match=r"^backpack is not installed; pip install backpack-for-pytorch"):
+        per_sample_grads(*make_workload("mlp", batch_size=2), method="backpack")
