@@ -14,6 +14,9 @@ keyed as ``model.named_parameters()`` (frozen ones left out). ``DP_METHODS``:
   backpropagated gradients, never the B x P gradients, then a second backward
   of the one-sample losses weighted by the clipping factors.
 
+What a DP step costs is read against the step it replaces, ``nonprivate``:
+one batched forward and backward of the mean loss.
+
 The clipped sum is defined on one-sample losses, so ``loss_fn`` must take the
 mean over the batch (as a per-sample gradient's ``loss_fn`` does); the public
 functions check it (``check_mean_loss``). ``compare_dp`` checks a method
@@ -29,15 +32,18 @@ from dataclasses import dataclass
 import torch
 from torch.func import vmap
 
+from persample_core.guard import replayed, rng_state
 from persample_core.methods import (
     METHODS,
     MethodUnavailable,
+    _declining_failures,
+    _gradients,
     _trainable_parameters,
     opacus_hooks,
     opacus_unsupported,
     prepare,
 )
-from persample_core.reference import expect, reference_grads
+from persample_core.reference import Expected, expect, reference_grads
 from persample_core.tolerance import TOLERANCES, precision
 from persample_core.validate import check_batch, check_choice, check_model, checked_loss
 
@@ -76,6 +82,7 @@ def materialised(name: str):
             norms = norms_of(grads)
             return norms, clip_and_sum(grads, norms, max_norm)
 
+        compute.__wrapped__ = per_sample  # what it reports of itself (methods.compile_seconds) is the method's
         return compute
 
     factory.__doc__ = f"{name}'s per-sample gradients, clipped and summed."
@@ -94,9 +101,9 @@ def ghost(model, loss_fn):
     (``methods.opacus_hooks``).
 
     Guarded, as the hook methods are (``persample_core.guard``): at the first call at each batch shape its norms
-    must match those of Opacus's own per-sample gradients (the ``opacus`` method, guarded in its turn), or it
-    declines: a weight used outside its layer (``F.linear(h, emb.weight)``) is a use its hooks miss, and norms too
-    small would clip too little, which breaks the privacy a DP step promises.
+    must match those of Opacus's own per-sample gradients (the ``opacus`` method, guarded in its turn, drawing the
+    call's dropout masks again), or it declines: a weight used outside its layer (``F.linear(h, emb.weight)``) is a
+    use its hooks miss, and norms too small would clip too little, which breaks the privacy a DP step promises.
     """
     try:
         from opacus.grad_sample import GradSampleModuleFastGradientClipping
@@ -126,6 +133,7 @@ def ghost(model, loss_fn):
         check_batch(model, inputs, targets)
         if len(inputs) == 0:
             return inputs.new_zeros(0, dtype=_accumulated(named[0][1])), {n: torch.zeros_like(p) for n, p in named}
+        state = rng_state(inputs.device)  # the guard's forward draws this call's dropout masks again
         try:
             with opacus_hooks(model, named) as wrapped:
                 norms, losses = norms_and_losses(wrapped, inputs, targets, max_norm)
@@ -134,7 +142,8 @@ def ghost(model, loss_fn):
         except NotImplementedError as err:  # Opacus's refusal mid-call, e.g. "Parameter tying is not supported"
             raise MethodUnavailable(f"ghost: {err}") from None
         if inputs.shape not in checked_shapes:
-            check_against_opacus(inputs, targets, norms)
+            with replayed(state, inputs.device):
+                check_against_opacus(inputs, targets, norms)
             checked_shapes.add(inputs.shape)
         return norms, {n: torch.zeros_like(p) if s is None else s for (n, p), s in zip(named, sums)}
 
@@ -156,6 +165,37 @@ def ghost(model, loss_fn):
 
 
 DP_METHODS = {**{name: materialised(name) for name in METHODS}, "ghost": ghost}
+
+
+def nonprivate(model, loss_fn):
+    """The non-private step: ``compute(inputs, targets) -> {name: gradient of the batch's loss}``, one batched forward
+    and backward, what a DP method's cost is a multiple of."""
+    named = _trainable_parameters(model)
+
+    def compute(inputs, targets):
+        return dict(zip([n for n, _ in named], _gradients(loss_fn(model(inputs), targets), [p for _, p in named])))
+
+    return compute
+
+
+def assert_nonprivate_matches_reference(model, loss_fn, inputs, targets, *, want: dict | None = None) -> float:
+    """The non-private step's gradient against the mean of the float64 loop's per-sample gradients (``want``, where
+    the caller has them; a batch-coupled layer, BatchNorm in training, would tell the two apart); its worst relative
+    error, or ``DPMismatch``."""
+    got = nonprivate(model, checked_loss(loss_fn))(inputs, targets)
+    prec = precision(next(iter(got.values())).dtype, next(iter(got.values())).device)
+    want = want if want is not None else reference_grads(model, loss_fn, inputs, targets)
+    errors = {
+        name: ((got[name].detach().cpu().double() - ref.mean(0)).norm() / ref.mean(0).norm().clamp_min(1e-300)).item()
+        for name, ref in want.items()
+    }
+    name, worst = max(errors.items(), key=lambda item: math.inf if math.isnan(item[1]) else item[1])
+    if not worst <= TOLERANCES[prec]:
+        raise DPMismatch(
+            f"the non-private step's gradient ({prec}) is off the float64 loop's mean by {worst:.2e} at {name!r}, "
+            f"beyond tolerance {TOLERANCES[prec]:.0e}: a layer that couples the samples (BatchNorm in training?)"
+        )
+    return worst
 
 
 def check_max_norm(max_norm) -> float:
@@ -189,7 +229,8 @@ def prepare_dp(model, loss_fn, *, method: str = "vmap"):
     clipped sum)``, what a benchmark times."""
     check_choice("DP method", method, DP_METHODS)
     check_model(model)
-    return DP_METHODS[method](model, checked_loss(loss_fn))
+    loss_fn = checked_loss(loss_fn)
+    return _declining_failures(method, DP_METHODS[method](model, loss_fn), model, loss_fn)
 
 
 def _prepared_for(model, loss_fn, inputs, targets, method: str):
@@ -236,10 +277,18 @@ class DPComparison:
         )
 
 
-def compare_dp(model, loss_fn, inputs, targets, method: str, *, max_norm: float) -> DPComparison:
-    """``method``'s norms and clipped sum at ``max_norm`` against the float64 loop's on the same batch."""
-    norms, clipped = prepare_dp(model, loss_fn, method=method)(inputs, targets, check_max_norm(max_norm))
-    want = reference_grads(model, loss_fn, inputs, targets)
+def compare_dp(
+    model, loss_fn, inputs, targets, method: str, *, max_norm: float, want=None, seed: int | None = None
+) -> DPComparison:
+    """``method``'s norms and clipped sum at ``max_norm`` against the float64 loop's on the same batch (``want``: its
+    per-sample gradients, where the caller has them). ``seed``: the method draws its random numbers (dropout masks)
+    from it, the masks ``want`` was computed with."""
+    step = prepare_dp(model, loss_fn, method=method)
+    with torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        norms, clipped = step(inputs, targets, check_max_norm(max_norm))
+    want = want if want is not None else reference_grads(model, loss_fn, inputs, targets)
     want_norms = norms_of(want)
     want_sum = clip_and_sum(want, want_norms, max_norm)
     prec = precision(next(iter(clipped.values())).dtype, next(iter(clipped.values())).device)
@@ -255,18 +304,28 @@ class DPMismatch(AssertionError):
     """A DP method's norms or clipped sum differ from the float64 loop's beyond the tolerance."""
 
 
-def assert_dp_matches_reference(model, loss_fn, inputs, targets, method: str) -> list[DPComparison]:
+def expect_dp(model, loss_fn, inputs, targets) -> Expected:
+    """What a DP method is judged against on this batch: ``reference.expect`` at the model's precision, the float64
+    loop's per-sample gradients and the samples at a kink; computed once for every method a caller checks."""
+    some = next(p for p in model.parameters() if p.requires_grad)
+    return expect(model, loss_fn, inputs, targets, precision(some.dtype, some.device))
+
+
+def assert_dp_matches_reference(
+    model, loss_fn, inputs, targets, method: str, *, expected: Expected | None = None, seed: int | None = None
+) -> list[DPComparison]:
     """``compare_dp`` at a ``max_norm`` that clips most samples (a tenth of the median norm) and at one that clips
     none (twice the largest), on the batch less its samples at a kink (``reference.unstable_samples``: a float32
     computation may take the other, equally valid side there, and a norm or a sum holds every sample);
-    ``DPMismatch`` naming the worse where either is off."""
-    some = next(p for p in model.parameters() if p.requires_grad)
-    unstable = set(expect(model, loss_fn, inputs, targets, precision(some.dtype, some.device)).unstable)
-    kept = [i for i in range(len(inputs)) if i not in unstable] or list(range(len(inputs)))
+    ``DPMismatch`` naming the worse where either is off. ``expected``: ``expect_dp`` of this batch, where the
+    caller has it; ``seed``: as ``compare_dp``'s."""
+    expected = expected or expect_dp(model, loss_fn, inputs, targets)
+    kept = [i for i in range(len(inputs)) if i not in set(expected.unstable)] or list(range(len(inputs)))
     inputs, targets = inputs[kept], targets[kept]
-    want_norms = norms_of(reference_grads(model, loss_fn, inputs, targets))
+    want = {name: grads[kept] for name, grads in expected.grads.items()}
+    want_norms = norms_of(want)
     comparisons = [
-        compare_dp(model, loss_fn, inputs, targets, method, max_norm=max_norm)
+        compare_dp(model, loss_fn, inputs, targets, method, max_norm=max_norm, want=want, seed=seed)
         for max_norm in (0.1 * want_norms.median().item(), 2 * want_norms.max().item())
     ]
     for comparison in comparisons:

@@ -469,9 +469,9 @@ def _declining_failures(method, compute, model, loss_fn):
             return False
         return True
 
-    def run(inputs, targets):
+    def run(inputs, targets, *rest):  # rest: a DP step's max_norm (persample_core.dp)
         try:
-            return compute(inputs, targets)
+            return compute(inputs, targets, *rest)
         except MethodUnavailable:
             raise
         except Exception as err:

@@ -38,12 +38,17 @@ class EmbeddingLayerNorm(nn.Module):
         return self.head(self.norm(self.embed(tokens)).mean(1))
 
 
+def plain_conv():
+    """A convolution and a linear head: layers every hook method has a rule for (BackPACK none for the norms)."""
+    return nn.Sequential(nn.Conv2d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 3 * 3, 4))
+
+
 def batch(name, size=6, seed=0):
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ConvGroupNorm() if name == "conv" else EmbeddingLayerNorm()
-    if name == "conv":
+        model = {"conv": ConvGroupNorm, "embedding": EmbeddingLayerNorm, "plain_conv": plain_conv}[name]()
+    if name in ("conv", "plain_conv"):
         inputs = torch.randn(size, 2, 5, 5, generator=generator)
     else:
         inputs = torch.randint(13, (size, 7), generator=generator)
@@ -51,7 +56,7 @@ def batch(name, size=6, seed=0):
 
 
 @pytest.mark.parametrize("method", sorted(set(DP_METHODS) - {"vmap_compiled"}))
-@pytest.mark.parametrize("model", ["conv", "embedding"])
+@pytest.mark.parametrize("model", ["conv", "embedding", "plain_conv"])
 def test_every_dp_method_matches_the_float64_loop_clipping_most_samples_and_none(method, model):
     """vmap_compiled compiles for each model and batch (seconds): its materialised form is vmap's, checked here."""
     tight, loose = assert_dp_matches_reference(*batch(model), method)
@@ -130,7 +135,7 @@ def test_a_model_with_no_trainable_parameter_is_refused():
 
 
 def test_an_unknown_dp_method_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown DP method 'clip'; choose one of: expanded_weights, ghost, loop"):
+    with pytest.raises(ValueError, match=r"unknown DP method 'clip'; choose one of: backpack, expanded_weights, gh"):
         per_sample_norms(*batch("conv"), method="clip")
 
 
@@ -209,10 +214,29 @@ def test_a_method_whose_clipped_sum_is_off_is_caught(monkeypatch, mutant):
 
 
 def test_samples_at_a_kink_are_left_out_of_the_check(monkeypatch):
-    calls = []
-    monkeypatch.setattr(dp, "expect", lambda *args: calls.append(args) or type("E", (), {"unstable": (0, 2)})())
+    calls, real = [], dp.expect
+    monkeypatch.setattr(dp, "expect", lambda *args: calls.append(args) or real(*args)._replace(unstable=(0, 2)))
     tight, _ = assert_dp_matches_reference(*batch("conv", size=6), "loop")
     assert calls and tight.tolerance == 1e-4
     monkeypatch.setattr(dp, "compare_dp", lambda *args, **kw: calls.append(len(args[2])) or tight)
     assert_dp_matches_reference(*batch("conv", size=6), "loop")
     assert calls[-1] == 4  # six samples less the two at a kink
+
+
+def test_ghost_clips_a_model_with_dropout_as_opacus_does_with_the_same_masks():
+    """Its guard draws the call's masks again: with fresh ones it would decline every model with dropout."""
+    pytest.importorskip("opacus", reason="opacus is not installed; pip install 'persample-core[opacus]'")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+        inputs, targets = torch.randn(6, 5), torch.randint(3, (6,))
+        got = {}
+        for method in ("ghost", "opacus"):
+            torch.manual_seed(7)
+            try:
+                got[method] = dp.prepare_dp(model, F.cross_entropy, method=method)(inputs, targets, 0.3)
+            except dp.MethodUnavailable as err:
+                pytest.fail(f"{method} declined a model with dropout: {err}")
+    (ghost_norms, ghost_sum), (norms, clipped) = got["ghost"], got["opacus"]
+    assert torch.allclose(ghost_norms, norms, rtol=1e-5)
+    assert all(torch.allclose(ghost_sum[name], clipped[name], rtol=1e-5, atol=1e-7) for name in clipped)
