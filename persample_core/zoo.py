@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrizations
 
+from persample_core.dp import DP_METHODS, DPMismatch, assert_dp_matches_reference, expect_dp
 from persample_core.methods import METHODS, MethodUnavailable, per_sample_grads
 from persample_core.reference import Expected, ReferenceMismatch, compare, expect, gradient_precision
 from persample_core.workloads import Workload, seeded
@@ -359,8 +360,16 @@ def _expected(name: str, batch_size: int, seed: int, prec: str) -> Expected:
     return expect(*make_specimen(name, batch_size=batch_size, seed=seed), prec)
 
 
+# The DP methods that form no per-sample gradients (ghost clipping): a column each, judged by the norms and clipped
+# sums they give (dp_verdict). The others' DP step is their gradients, clipped: their own column holds for it.
+DP_ONLY = tuple(name for name in DP_METHODS if name not in METHODS)
+COLUMNS = (*METHODS, *DP_ONLY)
+
+
 def verdict(name: str, method: str, *, batch_size: int = BATCH_SIZE, seed: int = 0) -> Verdict:
     """Run ``method`` on zoo model ``name`` as a user would, then judge its gradients against the float64 loop."""
+    if method in DP_ONLY:
+        return dp_verdict(name, method, batch_size=batch_size, seed=seed)
     model, loss_fn, inputs, targets = make_specimen(name, batch_size=batch_size, seed=seed)
     try:
         with torch.random.fork_rng(devices=[]):  # the dropout masks drawn under ``seed`` too
@@ -382,9 +391,29 @@ def verdict(name: str, method: str, *, batch_size: int = BATCH_SIZE, seed: int =
     return Verdict("correct", f"{comparison.worst[1]:.0e}")
 
 
+def dp_verdict(name: str, method: str, *, batch_size: int = BATCH_SIZE, seed: int = 0) -> Verdict:
+    """DP method ``method`` on zoo model ``name`` (``dp.prepare_dp``), its norms and clipped sums judged against the
+    float64 loop's where most samples are clipped and where none is (``dp.assert_dp_matches_reference``). Dropout's
+    reference draws its masks as a batched forward does under ``seed`` (Opacus's, read off its gradients)."""
+    model, loss_fn, inputs, targets = make_specimen(name, batch_size=batch_size, seed=seed)
+    try:
+        expected = None
+        if reference_model := ZOO[name].reference_model:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                grads = per_sample_grads(model, loss_fn, inputs, targets, method="opacus")
+            expected = expect_dp(reference_model(model, grads), loss_fn, inputs, targets)
+        comparisons = assert_dp_matches_reference(model, loss_fn, inputs, targets, method, expected=expected, seed=seed)
+    except MethodUnavailable as err:
+        return Verdict("declined", str(err))
+    except (DPMismatch, ReferenceMismatch) as err:
+        return Verdict("wrong", str(err))
+    return Verdict("correct", f"{max(max(c.norm_error, *c.sum_errors.values()) for c in comparisons):.0e}")
+
+
 def support_matrix(names=None, methods=None, **kwargs) -> dict[tuple[str, str], Verdict]:
-    """``{(model, method): Verdict}`` over the zoo (or the ``names`` given) and ``METHODS`` (or ``methods``)."""
-    return {(name, method): verdict(name, method, **kwargs) for name in names or ZOO for method in methods or METHODS}
+    """``{(model, method): Verdict}`` over the zoo (or the ``names`` given) and ``COLUMNS`` (or ``methods``)."""
+    return {(name, method): verdict(name, method, **kwargs) for name in names or ZOO for method in methods or COLUMNS}
 
 
 def render(verdicts: dict[tuple[str, str], Verdict]) -> str:
@@ -404,7 +433,7 @@ def render(verdicts: dict[tuple[str, str], Verdict]) -> str:
         "/".join(str(sum(verdicts[n, m].outcome == outcome for n in names)) for outcome in ("correct", "declined"))
         for m in methods
     ]
-    versions = f"torch {torch.__version__}" + "".join(f", opacus {v}" for v in [_opacus_version()] if v)
+    versions = f"torch {torch.__version__}{_peer_versions()}"
     return "\n".join(
         [
             "# Support matrix: which method computes which layer",
@@ -415,7 +444,11 @@ def render(verdicts: dict[tuple[str, str], Verdict]) -> str:
             "the method gave (`MethodUnavailable`). No cell may be wrong or a raw error. `tests/test_zoo.py`",
             "holds the code to every cell of this file in the default test run, but to `vmap_compiled`'s, which",
             "compile each model anew, on a few models only (its `COMPILED`). How methods decline, and the guard",
-            "that catches what hook methods miss on models not listed here: [guard.md](guard.md).",
+            "that catches what hook methods miss on models not listed here: [guard.md](guard.md). The last",
+            f"column{'s' if len(DP_ONLY) > 1 else ''}, {', '.join(f'`{m}`' for m in DP_ONLY)}, "
+            "a DP method that forms no per-sample gradient, is judged by its per-sample norms and",
+            "clipped sums (`persample_core.dp`) where most samples are clipped and where none is; every other",
+            "method's DP step is its gradients clipped, which its own column holds for.",
             "",
             f"CPU, float32, batch of {BATCH_SIZE}, seed 0; {versions}. Regenerate with",
             "`python -m persample_core.zoo docs/support-matrix.md` (a few minutes, mostly compiling).",
@@ -445,12 +478,20 @@ def outcomes(markdown: str) -> dict[tuple[str, str], str]:
     }
 
 
-def _opacus_version() -> str | None:
-    try:
-        import opacus
-    except ImportError:
-        return None
-    return opacus.__version__
+PEERS = {"opacus": "opacus", "backpack": "backpack-for-pytorch"}  # the methods' optional packages, by distribution
+
+
+def _peer_versions() -> str:
+    """``", opacus 1.6.0, backpack 1.7.1"``: the optional peers installed, as their distributions name them."""
+    from importlib import metadata
+
+    found = []
+    for name, distribution in PEERS.items():
+        try:
+            found.append(f", {name} {metadata.version(distribution)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return "".join(found)
 
 
 def main(argv=None) -> int:
