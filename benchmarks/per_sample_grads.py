@@ -5,7 +5,7 @@ lower-is-better: times, bytes, and the ratio method/baseline (never a speedup).
 """
 
 from . import common
-from .common import BASELINE, PointBenchmark, require
+from .common import PointBenchmark, baseline_of, require
 
 
 class Time(PointBenchmark):
@@ -50,7 +50,8 @@ class CudaPeakMemory(PointBenchmark):
 
 
 class RatioToBaseline(PointBenchmark):
-    """A method's time over the baseline's (loop), both timed in alternating rounds in one process.
+    """A method's time over the baseline's (the loop; in the dp sweep, PERSAMPLE_SWEEP=dp, the non-private step),
+    both timed in alternating rounds in one process.
 
     Drift of the machine hits both alike within a round, so this ratio is far
     steadier than either time; it is what ``asv continuous`` gates on.
@@ -64,16 +65,16 @@ class RatioToBaseline(PointBenchmark):
     process, without rounds: the interleaving is what stands against drift.
     """
 
-    # Without the baseline, which has no ratio to itself: the dashboard opens a
+    # Without the baselines, which have no ratio to themselves: the dashboard opens a
     # graph on the first values of each axis, and an empty one would greet the reader.
-    params = PointBenchmark.narrowed(method=[m for m in common.AXES["method"] if m != BASELINE])
+    params = PointBenchmark.narrowed(method=[m for m in common.AXES["method"] if baseline_of(m) != m])
     unit = "ratio"
     precision, seconds = 0.02, 2.0  # interleaved rounds until the median ratio is known within 2%, or for 2 s
 
     def setup(self, workload, method, batch_size, device):
         require()  # common.measure exists only where this passes
         super().setup(workload, method, batch_size, device)
-        self.baseline = self.prepare(workload, BASELINE, batch_size, device)
+        self.baseline = self.prepare(workload, baseline_of(method), batch_size, device)
 
     def track_time_over_baseline(self, workload, method, batch_size, device):
         calls = {"method": self.prepared.run, "baseline": self.baseline.run}

@@ -4,7 +4,8 @@
 of the sweep; the plain test run executes each once, untimed, so a broken
 benchmark fails CI. The vmap point is timed in rounds interleaved with the
 loop (the loop runs untimed by pytest-benchmark in each round's setup, timed by
-us), so the ratio the gate tests is free of machine drift. Every point is
+us), so the ratio the gate tests is free of machine drift; so is every DP
+step's point, with the non-private step. Every point is
 timed until its median is known to the run's precision or its time cap
 (``persample_bench.precision``); what it reached is recorded with it.
 """
@@ -18,11 +19,17 @@ import torch
 
 from persample_bench.memory import WouldNotFit, out_of_memory, peak_bytes
 from persample_bench.prepare import prepare_point
-from persample_bench.runformat import DEFAULT_DTYPE
+from persample_bench.runformat import DEFAULT_DTYPE, DP_PREFIX, baseline_of
 from persample_bench.timing import plan, reached
-from persample_core import BASELINE, MethodUnavailable, is_out_of_memory
+from persample_core import MethodUnavailable, is_out_of_memory
 
 INTERLEAVED = {"vmap"}  # timed in rounds with the baseline: the suite's question, and the gate's speedup rows
+
+
+def interleaved(method: str) -> bool:
+    """Whether ``method``'s points are timed in rounds with their baseline: vmap's (over the loop), and every DP
+    step's (over the non-private step: what a DP method costs is the question of the dp sweep)."""
+    return method in INTERLEAVED or method.startswith(DP_PREFIX)
 
 
 def prepare_or_skip(point, **how):
@@ -80,8 +87,8 @@ def _time_point(benchmark, point, settings) -> dict:
     )
     clock = settings.clock(point)
     fns = {"method": prepared.run}
-    if point.method in INTERLEAVED:
-        fns["baseline"] = prepare_or_skip(replace(point, method=BASELINE), **how).run
+    if interleaved(point.method):
+        fns["baseline"] = prepare_or_skip(replace(point, method=baseline_of(point.method)), **how).run
     precision = settings.precision(gated="baseline" in fns)
     rounds, found = (1, {}) if benchmark.disabled else plan(fns, precision, clock)
     baseline_rounds = []

@@ -142,7 +142,7 @@ def run(args, progress) -> tuple[dict, str]:
     """The check of ``args`` as (JSON-ready result, the table and its lines for people)."""
     import torch
 
-    from persample_bench.grid import check_device, check_methods
+    from persample_bench.grid import DEFAULT_SWEEP, check_device, check_methods
     from persample_bench.memory import apply_heap_policy, reusable
     from persample_bench.timing import check_timer, clock, trainable_numel
     from persample_core import BASELINE, METHODS, make_workload
@@ -154,7 +154,7 @@ def run(args, progress) -> tuple[dict, str]:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.dtype == "float16" and args.device == "cpu":
         raise ValueError("float16 is checked on CUDA only; on the CPU use bfloat16")
-    methods = check_methods(args.methods.split(",")) if args.methods else None
+    methods = check_methods(args.methods.split(","), DEFAULT_SWEEP) if args.methods else None
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")

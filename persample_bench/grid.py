@@ -17,7 +17,12 @@ serves both harnesses:
   sizes a 2-core CPU times in minutes;
 - ``full``: every method up to batches where the B x P per-sample gradients
   (1.2M parameters for simple_cnn, 11.2M for resnet18_gn) fill a GPU's memory,
-  timed more precisely.
+  timed more precisely;
+- ``dp``: the DP-SGD step (``persample_core.dp``: each sample's norm and the
+  clipped sum) by each DP method, points ``dp_<method>``, every one timed in
+  rounds interleaved with the non-private step (one batched forward and
+  backward), its baseline: the summary gives each as a multiple of it, and the
+  gate tests that multiple. No floor: the non-private step is the floor's cousin.
 
 The workloads a package registers (``persample_core.workloads``) join the
 quick and full sweeps at their own batch sizes. Naming workloads
@@ -35,7 +40,7 @@ import os
 from dataclasses import dataclass
 
 from persample_bench.precision import Precision
-from persample_bench.runformat import DEFAULT_DTYPE, DTYPES, Point
+from persample_bench.runformat import DEFAULT_DTYPE, DP_PREFIX, DTYPES, FLOOR, NONPRIVATE, Point, is_dp
 from persample_core.methods import BASELINE, METHODS
 from persample_core.validate import check_choice
 from persample_core.workloads import DEFAULT_WORKLOAD
@@ -46,13 +51,33 @@ DEFAULT_SWEEP = "mission"
 
 @dataclass(frozen=True)
 class Sweep:
-    """Batch sizes per workload, the methods (None: every one in ``METHODS``), and the precision of the points
-    interleaved with the baseline (``gated``: the speedup the gate tests) and of the others (``plain``)."""
+    """Batch sizes per workload, the methods (None: every one of ``names``), and the precision of the points
+    interleaved with the baseline (``gated``: the speedup the gate tests) and of the others (``plain``). ``step``:
+    what its points compute, ``per_sample`` gradients (over the loop, with the floor) or the ``dp`` step (over the
+    non-private one)."""
 
     batch_sizes: dict
     methods: tuple | None
     gated: Precision
     plain: Precision
+    step: str = "per_sample"
+
+    @property
+    def baseline(self) -> str:
+        return NONPRIVATE if self.step == "dp" else BASELINE
+
+    @property
+    def floor(self) -> str | None:
+        return None if self.step == "dp" else FLOOR
+
+    @property
+    def names(self) -> list[str]:
+        """Every method a point of this sweep may name, the baseline first."""
+        if self.step == "dp":
+            from persample_core.dp import DP_METHODS  # here: asv times commits whose persample_core predates it
+
+            return [NONPRIVATE, *(DP_PREFIX + name for name in DP_METHODS)]
+        return list(METHODS)
 
 
 # Precision: the 95% interval of a point's median within +-target, or the time cap. One round of a point varies
@@ -88,6 +113,24 @@ SWEEPS = {
         None,
         gated=Precision(0.02, max_time=20.0),
         plain=Precision(0.03, max_time=5.0),
+    ),
+    # Every DP method but vmap_chunked and vmap_compiled, timed where named: vmap's cost in chunks, and minutes of
+    # compiling here.
+    "dp": Sweep(
+        {
+            DEFAULT_WORKLOAD: (8, 64),
+            "mlp": (64, 256),
+            "tiny_transformer": (64,),
+            "resnet18_gn": (8,),
+            "char_lstm": (8, 64),
+        },
+        (
+            NONPRIVATE,
+            *(DP_PREFIX + name for name in ("loop", "vmap", "expanded_weights", "opacus", "backpack", "ghost")),
+        ),
+        gated=Precision(0.03, max_time=3.0),
+        plain=Precision(0.05, max_time=2.0),
+        step="dp",
     ),
 }
 
@@ -134,16 +177,24 @@ def sizes(sweep: str | None = None, *, workloads=(), batch_sizes=()) -> dict[str
 
 def sweep_methods(sweep: str | None = None) -> list[str]:
     """The methods ``sweep`` times, in registry order."""
-    chosen = SWEEPS[sweep or current_sweep()].methods
-    return [name for name in METHODS if chosen is None or name in chosen]
+    chosen = SWEEPS[sweep or current_sweep()]
+    return [name for name in chosen.names if chosen.methods is None or name in chosen.methods]
 
 
-def check_methods(names) -> list[str]:
-    """``names`` as a method list, refused by name unless each is in ``METHODS``; the baseline is added, since
-    every speedup is taken over it."""
+def check_methods(names, sweep: str | None = None) -> list[str]:
+    """``names`` as the methods of ``sweep``'s points, refused by name unless each is one (in the dp sweep a DP
+    method's name, ``ghost``, or its point's, ``dp_ghost``); the sweep's baseline is added, since every speedup is
+    taken over it."""
+    from persample_core.dp import DP_METHODS
+
+    chosen = SWEEPS[sweep or current_sweep()]
+    if chosen.step == "dp":
+        names = [name if name in chosen.names else DP_PREFIX + name for name in names]
     for name in names:
-        check_choice("method", name, METHODS)
-    return [name for name in METHODS if name in names or name == BASELINE]
+        if chosen.step != "dp" and (is_dp(name) or name in DP_METHODS.keys() - METHODS.keys()):
+            raise ValueError(f"{name} is a method of the DP step; time it in the dp sweep (--sweep dp)")
+        check_choice("method", name, chosen.names)
+    return [name for name in chosen.names if name in names or name == chosen.baseline]
 
 
 def axes(sweep: str | None = None) -> dict[str, list]:
@@ -152,7 +203,7 @@ def axes(sweep: str | None = None) -> dict[str, list]:
     chosen = sizes(sweep)
     return {
         "workload": sorted(chosen),
-        "method": list(METHODS),
+        "method": SWEEPS[sweep or current_sweep()].names,
         "batch_size": sorted({b for per_workload in chosen.values() for b in per_workload}),
         "device": list(DEVICES),
     }

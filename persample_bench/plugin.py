@@ -39,7 +39,6 @@ from persample_bench import progress, results
 from persample_bench.runformat import (
     DEFAULT_DTYPE,
     DEFAULT_HEAP,
-    FLOOR,
     HEAPS,
     OPTIONS_GROUP,
     TIMERS,
@@ -48,7 +47,8 @@ from persample_bench.runformat import (
 )
 from persample_bench.settings import Settings
 
-SWEEP_CHOICES = ("mission", "quick", "full")  # persample_bench.grid.SWEEPS, named here to keep torch out of startup
+# persample_bench.grid.SWEEPS, named here to keep torch out of startup
+SWEEP_CHOICES = ("mission", "quick", "full", "dp")
 
 
 def pytest_addoption(parser):
@@ -57,14 +57,16 @@ def pytest_addoption(parser):
         "--persample-sweep",
         choices=SWEEP_CHOICES,
         default=os.environ.get("PERSAMPLE_SWEEP", "mission"),
-        help="mission (default: loop and vmap with the floor, ~2 min on a 2-core CPU), quick (every method) or "
-        "full (larger batches, more precision); default: PERSAMPLE_SWEEP where set (asv reads it too)",
+        help="mission (default: loop and vmap with the floor, ~2 min on a 2-core CPU), quick (every method), "
+        "full (larger batches, more precision) or dp (the DP-SGD step by each DP method, ghost clipping included, "
+        "against the non-private step); default: PERSAMPLE_SWEEP where set (asv reads it too)",
     )
     group.addoption(
         "--persample-methods",
         default=None,
-        help="comma-separated methods to time instead of the sweep's (the loop is always timed: every speedup is "
-        "over it), e.g. vmap,expanded_weights",
+        help="comma-separated methods to time instead of the sweep's (its baseline is always timed: every speedup "
+        "is over it, the loop's or, in the dp sweep, the non-private step's), e.g. vmap,expanded_weights; in the dp "
+        "sweep DP methods, e.g. vmap,ghost",
     )
     group.addoption(
         "--persample-workload",
@@ -242,18 +244,18 @@ def pytest_generate_tests(metafunc):
     --persample-methods) and the floor, on its workloads (or --persample-workload's) at their batch sizes (or
     --persample-batch-sizes), in float32 (or --persample-dtype's)."""
     if "persample_point" in metafunc.fixturenames:
-        from persample_bench.grid import check_methods, points
+        from persample_bench.grid import SWEEPS, check_methods, points
 
         settings = metafunc.config.stash[results.SETTINGS]
         try:
-            methods = check_methods(settings.methods) if settings.methods else None
+            methods = check_methods(settings.methods, settings.sweep) if settings.methods else None
         except ValueError as err:
             raise pytest.UsageError(f"--persample-methods: {err}") from None
         try:
             chosen = points(
                 settings.sweep,
                 methods=methods,
-                floor=FLOOR,
+                floor=SWEEPS[settings.sweep].floor,
                 devices=_devices(metafunc.config),
                 workloads=settings.workloads,
                 batch_sizes=settings.batch_sizes,

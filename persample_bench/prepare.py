@@ -18,12 +18,13 @@ import torch
 
 from persample_bench.hardware import fix_numerics
 from persample_bench.memory import KEPT_HEAP, apply_heap_policy, check_fits
-from persample_bench.runformat import DEFAULT_DTYPE, FLOOR, Point
+from persample_bench.runformat import DEFAULT_DTYPE, DP_PREFIX, FLOOR, NONPRIVATE, Point
 from persample_bench.timing import floor, synchronized, trainable_numel
-from persample_core import assert_matches_reference, compile_seconds, make_workload, prepare
+from persample_core import METHODS, assert_matches_reference, compile_seconds, make_workload, prepare
 
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 12345
+TIMED_MAX_NORM = 1.0  # a DP point's clipping norm: what the clipping costs does not depend on it
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -34,11 +35,61 @@ def torch_dtype(name: str) -> torch.dtype:
 @functools.cache
 def check_method(workload: str, method: str, device: str, dtype: str = DEFAULT_DTYPE):
     """Raise ReferenceMismatch (or MethodUnavailable) unless ``method`` is right here, within the tolerance of
-    ``dtype`` (``persample_core.tolerance.TOLERANCES``); cached."""
-    made = make_workload(
+    ``dtype`` (``persample_core.tolerance.TOLERANCES``); cached. A point of the DP step is checked as one
+    (``persample_core.dp``: DPMismatch), its workload's loss first held to taking the mean over the batch."""
+    made = _check_batch(workload, device, dtype)
+    if method == NONPRIVATE or method.startswith(DP_PREFIX):
+        # Imported where a DP point needs it: asv times commits whose persample_core predates it.
+        from persample_core.dp import assert_dp_matches_reference, assert_nonprivate_matches_reference
+    if method == NONPRIVATE:
+        return assert_nonprivate_matches_reference(*made, want=_dp_expected(workload, device, dtype).grads)
+    if method.startswith(DP_PREFIX):
+        expected = _dp_expected(workload, device, dtype)
+        return assert_dp_matches_reference(*made, method.removeprefix(DP_PREFIX), expected=expected)
+    return assert_matches_reference(*made, method)
+
+
+def _check_batch(workload: str, device: str, dtype: str):
+    return make_workload(
         workload, batch_size=CHECK_BATCH_SIZE, device=device, dtype=torch_dtype(dtype), seed=CHECK_SEED
     )
-    return assert_matches_reference(*made, method)
+
+
+@functools.cache
+def _dp_expected(workload: str, device: str, dtype: str):
+    """The float64 reference every DP point of a workload is checked against (``dp.expect_dp``), once its loss is
+    held to taking the mean over the batch; cached: three float64 loops, minutes' worth over a sweep's methods."""
+    from persample_core.dp import check_mean_loss, expect_dp
+
+    made = _check_batch(workload, device, dtype)
+    check_mean_loss(*made)
+    return expect_dp(*made)
+
+
+def holds_gradients(method: str) -> bool:
+    """Whether a point of ``method`` holds the B x P per-sample gradients: all but the non-private step and the DP
+    methods that never materialise them (ghost clipping)."""
+    return method.removeprefix(DP_PREFIX) in (*METHODS, FLOOR)
+
+
+def timed_compute(point: Point, model, loss_fn):
+    """What a point times, ``compute(inputs, targets)``: its method prepared, the floor, the non-private step, or a
+    DP method's step at ``TIMED_MAX_NORM``."""
+    if point.method == FLOOR:
+        return floor(model, loss_fn)
+    if point.method == NONPRIVATE or point.method.startswith(DP_PREFIX):
+        from persample_core.dp import nonprivate, prepare_dp  # where needed, as in check_method
+    if point.method == NONPRIVATE:
+        return nonprivate(model, loss_fn)
+    if point.method.startswith(DP_PREFIX):
+        step = prepare_dp(model, loss_fn, method=point.method.removeprefix(DP_PREFIX))
+
+        def compute(inputs, targets):
+            return step(inputs, targets, TIMED_MAX_NORM)
+
+        compute.__wrapped__ = step  # what it reports of itself (compile_seconds) is the step's
+        return compute
+    return prepare(model, loss_fn, method=point.method)
 
 
 @dataclass
@@ -66,7 +117,7 @@ def gradient_bytes(point: Point, n_params: int) -> int:
 
 
 def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1, heap: str = KEPT_HEAP, progress=None) -> Prepared:
-    """Check, build and warm up ``point``; ``point.method`` may be ``FLOOR``.
+    """Check, build and warm up ``point``; ``point.method`` may be ``FLOOR``, ``NONPRIVATE`` or a DP point's.
 
     ``heap``: the allocator policy the point is timed under (``memory.HEAP_POLICIES``).
     ``progress``: called with a line before a warm-up that compiles.
@@ -79,13 +130,11 @@ def prepare_point(point: Point, *, seed: int = 0, warmup: int = 1, heap: str = K
     model, loss_fn, inputs, targets = make_workload(
         point.workload, batch_size=point.batch_size, device=point.device, dtype=torch_dtype(point.dtype), seed=seed
     )
-    check_fits(point, gradient_bytes(point, trainable_numel(model)))
+    if holds_gradients(point.method):
+        check_fits(point, gradient_bytes(point, trainable_numel(model)))
     if point.method != FLOOR:
         check_method(point.workload, point.method, point.device, point.dtype)
-    if point.method == FLOOR:
-        compute = floor(model, loss_fn)
-    else:
-        compute = prepare(model, loss_fn, method=point.method)
+    compute = timed_compute(point, model, loss_fn)
     run = synchronized(functools.partial(compute, inputs, targets), point.device)
     if progress and warmup and compile_seconds(compute) is not None:
         progress(f"compiling {point.id} in its warm-up (kept out of the timings; minutes with a cold cache)")

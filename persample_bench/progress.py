@@ -39,13 +39,19 @@ def minutes(seconds: float) -> str:
 
 
 def measured(point, bench) -> str:
-    """A timed point in a line: its median, its speedup where interleaved, the precision reached and how."""
+    """A timed point in a line: its median, its speedup where interleaved (a DP step's: its multiple of the
+    non-private step's time), the precision reached and how."""
+    from persample_bench.runformat import NONPRIVATE, baseline_of
     from persample_bench.summary import interleaved_speedup
 
     info, stats = bench.extra_info, bench.stats.stats
     text = f"{point.id} {stats.median * 1e3:.3g} ms"
     if "baseline_rounds" in info:
-        text += f", {interleaved_speedup(stats.data, info['baseline_rounds']):.2f}x the loop"
+        speedup = interleaved_speedup(stats.data, info["baseline_rounds"])
+        if baseline_of(point.method) == NONPRIVATE:
+            text += f", {1 / speedup:.2f}x the {NONPRIVATE} step's time"
+        else:
+            text += f", {speedup:.2f}x the loop"
     target, cap = info["precision_target"], info["max_time"]
     missed = "" if info["resolved"] else f"; short of +-{target:.0%} (cap {cap:g} s)"
     return f"{text} +-{info['precision']:.1%} ({info['rounds']} rounds{missed})"

@@ -66,10 +66,11 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    """Each point's raw rounds and derived figures (time per sample, speedup, multiple of the floor) in the stored
-    run. The gate tests on the rounds, so the suite's points carry them whatever ``--benchmark-save-data`` says."""
-    from persample_bench.runformat import POINT_FIELDS, Point
-    from persample_bench.summary import derive
+    """Each point's raw rounds and derived figures (time per sample, speedup, multiple of the floor; in a run of the
+    DP step, time and peak memory as multiples of the non-private step's) in the stored run. The gate tests on the
+    rounds, so the suite's points carry them whatever ``--benchmark-save-data`` says."""
+    from persample_bench.runformat import NONPRIVATE, POINT_FIELDS, Point
+    from persample_bench.summary import derive, memory_multiples
 
     machine = output_json["machine_info"].get("persample")
     ours = [bench for bench in output_json["benchmarks"] if set(POINT_FIELDS) <= bench["extra_info"].keys()]
@@ -85,6 +86,10 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     derived = derive(medians, baseline=machine["baseline"], floor_name=machine["floor"], interleaved=interleaved)
     for point, figures in derived.items():
         by_point[point]["extra_info"].update(figures)
+    if machine["baseline"] == NONPRIVATE:
+        peaks = {point: bench["extra_info"].get("peak_memory_bytes") for point, bench in by_point.items()}
+        for point, multiple in memory_multiples(peaks, NONPRIVATE).items():
+            by_point[point]["extra_info"]["memory_vs_nonprivate"] = multiple
     if tutorial := config.stash[SETTINGS].tutorial():  # a figure of this run, not of the machine: beside its info
         output_json["persample"] = {"tutorial": tutorial}
 

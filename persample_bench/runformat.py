@@ -35,6 +35,21 @@ from pathlib import Path
 # for runs stored before they recorded it (tests/test_layout.py holds the two equal).
 BASELINE = "loop"
 FLOOR = "floor"  # the name the floor's points carry: a matmul of the batch, the least a method could cost
+# The DP-SGD step's points (persample_core.dp): method "dp_<DP method>" (dp_vmap, dp_ghost), timed against the
+# non-private step, one batched forward and backward: their baseline, as the loop is the per-sample gradients'.
+DP_PREFIX = "dp_"
+NONPRIVATE = "nonprivate"
+
+
+def is_dp(method: str) -> bool:
+    """Whether ``method`` names a point of the DP step (a DP method's, or the non-private step's)."""
+    return method.startswith(DP_PREFIX) or method == NONPRIVATE
+
+
+def baseline_of(method: str) -> str:
+    """What a point of ``method`` is timed against: the non-private step for the DP step's, else the loop."""
+    return NONPRIVATE if is_dp(method) else BASELINE
+
 
 # A measuring worker's exit status (persample_bench.worker), with one line on stderr:
 REFUSED = 2  # a request it cannot measure (a bad sweep, clock or point)

@@ -46,9 +46,8 @@ class Settings:
         """The run's ``machine_info["persample"]``: the hardware, software and numerics, and how the run times. Read
         afresh until a point is timed (pytest-benchmark asks at start-up too, under ``--benchmark-compare``, before
         the devices are known and the suite has fixed its numerics), then once."""
+        from persample_bench.grid import SWEEPS
         from persample_bench.hardware import machine_info
-        from persample_bench.runformat import FLOOR
-        from persample_core import BASELINE
 
         hardware = self._hardware or machine_info(devices={point.device for point in self.points.values()})
         if self.records:
@@ -59,8 +58,8 @@ class Settings:
             "heap_policy": self.heap,
             "timer": self.timer,
             "sweep": self.sweep,
-            "baseline": BASELINE,
-            "floor": FLOOR,
+            "baseline": SWEEPS[self.sweep].baseline,
+            "floor": SWEEPS[self.sweep].floor,
         }
 
     def tutorial(self) -> dict | None:
@@ -102,9 +101,9 @@ class Settings:
     def cost(self, point) -> float:
         """A point's seconds, roughly, for the progress line's estimate: its time cap, and the float64 check and the
         least rounds it gets past the cap, which grow with the batch."""
-        from persample_bench.bench import INTERLEAVED
+        from persample_bench.bench import interleaved
 
-        return self.precision(gated=point.method in INTERLEAVED).max_time + point.batch_size / 16
+        return self.precision(gated=interleaved(point.method)).max_time + point.batch_size / 16
 
     def record(self, point, benchmark) -> None:
         """Remember a timed point; medians are read once the run is over."""

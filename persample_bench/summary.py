@@ -1,7 +1,10 @@
 """Derived figures and the summary table, from the stored rounds: no measuring here.
 
 For each point: time per sample, speedup over the baseline (loop) at the same
-workload, batch size and device, and multiple of the floor there. Where a
+workload, batch size and device, and multiple of the floor there. A run of the
+DP step (its baseline the non-private step) gives each point's time and peak
+memory as multiples of the non-private step's instead, as DP-SGD's costs are
+read (Opacus's and fastDP's figures). Where a
 method was timed in rounds interleaved with the loop, its speedup is the
 median of the rounds' ratios, the figure its precision and the gate are about:
 the loop's own point ran at another moment, and the machine's speed wanders
@@ -13,7 +16,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
-from persample_bench.runformat import BASELINE, DEFAULT_DTYPE, FLOOR, Point
+from persample_bench.runformat import BASELINE, DEFAULT_DTYPE, FLOOR, NONPRIVATE, Point
 
 
 def interleaved_speedup(method_rounds, baseline_rounds) -> float:
@@ -42,9 +45,10 @@ def derive(
     floor_name: str = FLOOR,
     interleaved: dict[Point, float] | None = None,
 ) -> dict[Point, dict]:
-    """``{point: {time_per_sample, speedup_over_loop, floor_multiple}}``; None where the partner is missing.
-    ``interleaved``: the speedups of the points timed in rounds with the loop (``interleaved_speedup``), taken
-    as they are."""
+    """``{point: {time_per_sample, speedup_over_loop, floor_multiple}}``, and ``time_vs_nonprivate`` where the
+    baseline is the non-private step; None where the partner is missing. ``speedup_over_loop`` is over the run's
+    baseline, whichever it is (the key predates the DP step's). ``interleaved``: the speedups of the points timed
+    in rounds with the baseline (``interleaved_speedup``), taken as they are."""
     derived, interleaved = {}, interleaved or {}
     for point, median in medians.items():
         loop = medians.get(replace(point, method=baseline))
@@ -55,7 +59,19 @@ def derive(
             "speedup_over_loop": interleaved.get(point, speedup),
             "floor_multiple": median / floor if floor else None,
         }
+        if baseline == NONPRIVATE:
+            speedup = derived[point]["speedup_over_loop"]
+            derived[point]["time_vs_nonprivate"] = 1 / speedup if speedup else None
     return derived
+
+
+def memory_multiples(peaks: dict, baseline: str) -> dict:
+    """``{point: its peak memory over its baseline's}`` of ``{point: peak bytes}``; None where either is unknown."""
+    multiples = {}
+    for point, peak in peaks.items():
+        theirs = peaks.get(replace(point, method=baseline))
+        multiples[point] = peak / theirs if peak is not None and theirs else None
+    return multiples
 
 
 def format_seconds(value: float) -> str:
@@ -103,10 +119,17 @@ def summary_rows(
     it is not float32) and batch size (a group's cells left blank after its first row); the baseline first, the
     floor last.
 
-    ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes); ``interleaved`` as ``derive``.
+    ``memory`` maps a point to (peak bytes of one call, B x P gradient bytes); ``interleaved`` as ``derive``. In a
+    run of the DP step the time and the peak are multiples of the non-private step's, and there is no floor.
     """
     derived, memory = derive(medians, baseline=baseline, floor_name=floor_name, interleaved=interleaved), memory or {}
-    header = ("workload", "device", "B", "method", "median", "per sample", "vs loop", "x floor", "peak mem", "x min")
+    dp = baseline == NONPRIVATE
+    if dp:
+        header = ("workload", "device", "B", "method", "median", "per sample", f"x {baseline}", "peak mem", "mem x")
+        multiples = memory_multiples({point: peak for point, (peak, _) in memory.items()}, baseline)
+    else:
+        header = ("workload", "device", "B", "method", "median", "per sample", f"vs {baseline}", "x floor")
+        header += ("peak mem", "x min")
     rows, previous = [], None
     for point in sorted(
         medians,
@@ -125,16 +148,21 @@ def summary_rows(
         group = (point.workload, device, str(point.batch_size))
         d = derived[point]
         peak, minimum = memory.get(point, (None, None))
+        if dp:
+            ratios = (_times(d["time_vs_nonprivate"]),)
+            memory_ratio = multiples.get(point)
+        else:
+            ratios = (_times(d["speedup_over_loop"]), _times(d["floor_multiple"]))
+            memory_ratio = peak / minimum if peak is not None and minimum else None
         rows.append(
             (
                 *(group if group != previous else ("", "", "")),
                 point.method,
                 format_seconds(medians[point]),
                 format_seconds(d["time_per_sample"]),
-                _times(d["speedup_over_loop"]),
-                _times(d["floor_multiple"]),
+                *ratios,
                 format_bytes(peak),
-                _times(peak / minimum if peak is not None and minimum else None),
+                _times(memory_ratio),
             )
         )
         previous = group

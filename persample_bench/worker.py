@@ -9,9 +9,10 @@ stdin::
 
 (all but ``points`` optional; precision and time cap default to the sweep's
 for its gated points; ``timer`` is the clock of CPU points, CUDA points are
-timed on the wall clock whatever it says: ``timing.clock_for``). Each point and its baseline (the loop) are prepared as
-the suite prepares them (checked against float64 first), then every slowdown
-is timed in turn, the method slowed by ``timing.slowed``, each until its
+timed on the wall clock whatever it says: ``timing.clock_for``). Each point
+and its baseline (the loop; the non-private step for a DP step's point) are
+prepared as the suite prepares them (checked against float64 first), then
+every slowdown is timed in turn, the method slowed by ``timing.slowed``, each until its
 speedup is known to the precision or the time cap (``timing.measure``). The
 answer, on stdout::
 
@@ -32,7 +33,7 @@ import json
 import sys
 from dataclasses import replace
 
-from persample_bench.runformat import DEFAULT_HEAP, REFUSED, UNUSABLE, Point
+from persample_bench.runformat import DEFAULT_HEAP, REFUSED, UNUSABLE, Point, baseline_of
 
 
 def _prepared(request: dict) -> tuple[dict, dict, object]:
@@ -46,7 +47,6 @@ def _prepared(request: dict) -> tuple[dict, dict, object]:
     from persample_bench.memory import apply_heap_policy
     from persample_bench.prepare import prepare_point
     from persample_bench.timing import CLOCKS, check_timer, clock
-    from persample_core import BASELINE
     from persample_core.validate import check_choice
 
     threads, timer = request.get("threads", 1), request.get("timer", "cpu")
@@ -63,15 +63,15 @@ def _prepared(request: dict) -> tuple[dict, dict, object]:
     heap_said = apply_heap_policy(heap)
     prepared = {
         point: (
-            prepare_point(replace(point, method=BASELINE), heap=heap),
+            prepare_point(replace(point, method=baseline_of(point.method)), heap=heap),
             prepare_point(point, heap=heap),
             clock(timer, point.device),
         )
         for point in points
     }
-    machine = {
+    machine = {  # the first point's baseline: each point's rounds carry their own
         **machine_info(devices={point.device for point in points}),
-        **{"timer": timer, "heap": heap_said, "heap_policy": heap, "baseline": BASELINE},
+        **{"timer": timer, "heap": heap_said, "heap_policy": heap, "baseline": baseline_of(points[0].method)},
     }
     return prepared, machine, precision
 

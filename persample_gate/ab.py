@@ -43,7 +43,16 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from persample_bench.runformat import BASELINE, DEFAULT_DTYPE, DTYPES, HistoryError, Point, hardware_differences
+from persample_bench.runformat import (
+    BASELINE,
+    DEFAULT_DTYPE,
+    DTYPES,
+    NONPRIVATE,
+    HistoryError,
+    Point,
+    baseline_of,
+    hardware_differences,
+)
 from persample_gate import gate, workers
 from persample_gate.history import HardwareMismatch, check_numerics
 
@@ -82,8 +91,8 @@ def parse_point(text: str) -> Point:
     match = POINT_ID.match(text)
     if not match:
         raise HistoryError(f"{text!r} is not a point id; write workload-method-B<batch>-device, e.g. mlp-vmap-B64-cpu")
-    if match["method"] == BASELINE:
-        raise HistoryError(f"{text}: the {BASELINE} is what every point is timed against; name another method")
+    if match["method"] in (BASELINE, NONPRIVATE):
+        raise HistoryError(f"{text}: the {match['method']} is what its points are timed against; name another method")
     return Point(
         match["workload"], match["method"], int(match["batch"]), match["device"], match["dtype"] or DEFAULT_DTYPE
     )
@@ -221,7 +230,8 @@ def side_logs(answers: list[dict], level: str) -> dict:
         for point_id, timed in answer["levels"][level].items():
             point = Point(*answer["points"][point_id])
             for metric, value in _medians(timed).items():
-                key = (replace(point, method=BASELINE), "time") if metric == "baseline" else (point, metric)
+                baseline = replace(point, method=baseline_of(point.method))
+                key = (baseline, "time") if metric == "baseline" else (point, metric)
                 logs.setdefault(key, []).append(value)
     return logs
 

@@ -168,6 +168,8 @@ as it is: -k vmap, --benchmark-json FILE, --persample-gate ...
   --workload SPEC   a built-in, a registered name, or MODULE:FUNCTION (make(batch_size, device, dtype, seed) ->
                     (model, loss_fn, inputs, targets)); repeatable
   --batch-sizes     e.g. 4,16 (default: the sweep's, or the workload's own)
+  --sweep S         mission (default), quick, full, or dp: the DP-SGD step by each DP method against the
+                    non-private step (--methods ghost,vmap names DP methods there)
 """
 
 

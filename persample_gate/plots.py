@@ -2,7 +2,7 @@
 
 - ``time_per_sample``: seconds per sample against batch size, log-log, a line
   per method, the floor dashed;
-- ``speedup``: speedup over the loop against batch size;
+- ``speedup``: speedup over the run's baseline (the loop; the non-private step in a dp run) against batch size;
 - ``memory``: peak memory of one call against batch size, with the B x P
   gradient minimum dotted;
 - ``history``: each method's speedup at each batch size across stored runs,
@@ -22,7 +22,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from persample_bench.runformat import Point
+from persample_bench.runformat import Point, baseline_of
 from persample_bench.summary import derive, format_bytes, format_seconds, of_rounds
 
 PLOTS_EXTRA = "pip install 'persample-core[plots]'"
@@ -221,12 +221,13 @@ def hardware_figures(newest) -> list[tuple[str, object]]:
     figures = [figures_of(run) for run in newest]
     speedups = [_series(f, "speedup_over_loop") for f in figures]
     times = [_series(f, "time_per_sample") for f in figures]
+    baselines = " / ".join(sorted({run.baseline for run in newest}))  # the loop; a dp run's, the non-private step
     made = []
     for workload in sorted({w for series in times for w, _ in series}):
         columns = [(i, device) for i, series in enumerate(times) for w, device in sorted(series) if w == workload]
         titles = [f"{hardware_label(newest[i], device)}\n{device}, run {newest[i].id}" for i, device in columns]
         rows = [
-            ("x faster than loop", _speedup, [speedups[i].get((workload, d), {}) for i, d in columns]),
+            (f"x faster than {baselines}", _speedup, [speedups[i].get((workload, d), {}) for i, d in columns]),
             ("time per sample", format_seconds, [times[i].get((workload, d), {}) for i, d in columns]),
         ]
         made.append((workload, _grid(plt, titles, rows, suptitle=workload, **_style(*newest))))
@@ -304,7 +305,7 @@ def history_figure_of(runs, verdicts=None):
             ax.set_yscale("log")
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{method}, {row[0]} on {row[1]}", fontsize="medium")
-            ax.set_ylabel("x faster than loop" if c == 0 else "")
+            ax.set_ylabel(f"x faster than {baseline_of(method)}")
             if by:
                 ax.legend(fontsize=7)
     log_ticks(axes[0][0].yaxis, _speedup)
@@ -327,7 +328,7 @@ def history_figure_of(runs, verdicts=None):
     ]
     if handles:
         fig.legend(handles, [legend[key][1] for key in sorted(marked)], loc="lower center", ncol=2, fontsize=8)
-    fig.suptitle("history of each method's speedup over the loop (a step down is a slowdown)", fontsize="medium")
+    fig.suptitle("history of each method's speedup over its baseline (a step down is a slowdown)", fontsize="medium")
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
     return fig
 

@@ -218,7 +218,8 @@ def page(storage, runs: list[Run], left_out: list[str], out: Path) -> str:
     parts = [
         f"<h1>persample: {len(runs)} stored run(s) on {len(groups)} hardware</h1>",
         f"<p>From <code>{escape(str(storage))}</code>, written {datetime.now():%Y-%m-%d %H:%M}. Speedups are over "
-        "the loop, measured interleaved with it; the gate's verdicts are those of <code>persample compare</code> "
+        "the loop (in a run of the dp sweep, the non-private step), measured interleaved with it; the gate's "
+        "verdicts are those of <code>persample compare</code> "
         "of each run against the one before it on the same hardware, at its default thresholds. Until "
         f"{MIN_HISTORY} runs are stored before a comparison, the noise between runs is not known and the gate gives "
         "no verdict, but for a speedup 2x worse (<code>persample ab</code> answers at once).</p>",

@@ -101,7 +101,7 @@ def test_the_two_sides_must_compute_with_the_same_numerics():
 
 @pytest.mark.parametrize("text", ["mlp-vmap-64-cpu", "mlp", "mlp-loop-B64-cpu"])
 def test_a_point_id_that_is_not_one_is_refused_saying_the_form(text):
-    with pytest.raises(HistoryError, match="write workload-method-B<batch>-device|what every point is timed against"):
+    with pytest.raises(HistoryError, match="write workload-method-B<batch>-device|what its points are timed against"):
         ab.parse_point(text)
 
 

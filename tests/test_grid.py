@@ -39,7 +39,7 @@ def test_methods_are_checked_and_keep_the_loop():
 
 def test_an_unknown_sweep_in_the_environment_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("PERSAMPLE_SWEEP", "huge")
-    with pytest.raises(ValueError, match=r"unknown sweep \(PERSAMPLE_SWEEP\) 'huge'; choose one of: full, mission"):
+    with pytest.raises(ValueError, match=r"unknown sweep \(PERSAMPLE_SWEEP\) 'huge'; choose one of: dp, full, mission"):
         current_sweep()
 
 

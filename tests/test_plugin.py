@@ -117,7 +117,7 @@ def test_methods_chooses_what_is_timed_beside_the_loop_and_the_floor():
     [
         (
             ["--persample-methods", "vamp"],
-            "--persample-methods: unknown method 'vamp'; choose one of: expanded_weights, loop",
+            "--persample-methods: unknown method 'vamp'; choose one of: backpack, expanded_weights, loop",
         ),
         (["--persample-precision", "-1"], "argument --persample-precision: '-1' is not a positive number"),
         (["--persample-max-time", "soon"], "argument --persample-max-time: 'soon' is not a positive number"),

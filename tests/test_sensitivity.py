@@ -99,7 +99,7 @@ def test_stored_runs_need_three(recorded, tmp_path):
     [
         (["--trials", "2"], "--trials must be at least 3"),
         (["--timer", "cpu", "--threads", "2"], "needs one torch thread, not 2"),
-        (["--sweep", "huge"], "unknown sweep 'huge'; choose one of: full, mission, quick"),
+        (["--sweep", "huge"], "unknown sweep 'huge'; choose one of: dp, full, mission, quick"),
     ],
 )
 def test_what_cannot_be_measured_is_refused(args, message):
