@@ -45,7 +45,7 @@ for _name in TODAYS:
     if Path(getattr(sys.modules.get(_name), "__file__", "") or "").parent != REPO / _name:
         from_todays_tree(_name)
 
-from persample_bench.runformat import BASELINE, Point, baseline_of  # noqa: E402, F401 (today's tree, loaded above; baseline_of for per_sample_grads)
+from persample_bench.runformat import Point, baseline_of  # noqa: E402, F401 (today's tree, loaded above; baseline_of for per_sample_grads)
 
 # The commit's persample_core may predate any name today's harness needs; then
 # every point skips with the reason instead of the whole suite failing to import.

@@ -74,8 +74,10 @@ class Sweep:
     def names(self) -> list[str]:
         """Every method a point of this sweep may name, the baseline first."""
         if self.step == "dp":
-            from persample_core.dp import DP_METHODS  # here: asv times commits whose persample_core predates it
-
+            try:  # here: asv times commits whose persample_core predates the DP step, whose points then skip
+                from persample_core.dp import DP_METHODS
+            except ImportError:
+                return [NONPRIVATE]
             return [NONPRIVATE, *(DP_PREFIX + name for name in DP_METHODS)]
         return list(METHODS)
 
@@ -192,7 +194,7 @@ def check_methods(names, sweep: str | None = None) -> list[str]:
         names = [name if name in chosen.names else DP_PREFIX + name for name in names]
     for name in names:
         if chosen.step != "dp" and (is_dp(name) or name in DP_METHODS.keys() - METHODS.keys()):
-            raise ValueError(f"{name} is a method of the DP step; time it in the dp sweep (--sweep dp)")
+            raise ValueError(f"{name} is a method of the DP step; time it in the dp sweep (persample bench --sweep dp)")
         check_choice("method", name, chosen.names)
     return [name for name in chosen.names if name in names or name == chosen.baseline]
 

@@ -217,6 +217,11 @@ def _check_axes(config, settings) -> None:
             settings.dtypes = check_dtypes(settings.dtypes)
         except ValueError as err:
             raise pytest.UsageError(f"--persample-dtype: {err}") from None
+        if settings.sweep == "dp" and settings.dtypes != [DEFAULT_DTYPE]:
+            raise pytest.UsageError(
+                "--persample-dtype: the dp sweep times float32 only (the DP check has no low-precision rule yet); "
+                "drop the option, or time the per-sample gradients in other dtypes with another sweep"
+            )
         if "float16" in settings.dtypes and not any(d.startswith("cuda") for d in devices or _devices(config)):
             raise pytest.UsageError(
                 "--persample-dtype: float16 is timed on CUDA only and this session times the CPU alone; use "

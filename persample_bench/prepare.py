@@ -11,6 +11,7 @@ policy (``memory.apply_heap_policy``) and the numerics the suite fixes
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,8 +20,10 @@ import torch
 from persample_bench.hardware import fix_numerics
 from persample_bench.memory import KEPT_HEAP, apply_heap_policy, check_fits
 from persample_bench.runformat import DEFAULT_DTYPE, DP_PREFIX, FLOOR, NONPRIVATE, Point
-from persample_bench.timing import floor, synchronized, trainable_numel
+from persample_bench.timing import floor, nonprivate, synchronized, trainable_numel
 from persample_core import METHODS, assert_matches_reference, compile_seconds, make_workload, prepare
+from persample_core.guard import sum_error
+from persample_core.tolerance import TOLERANCES, precision
 
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 12345
@@ -38,15 +41,40 @@ def check_method(workload: str, method: str, device: str, dtype: str = DEFAULT_D
     ``dtype`` (``persample_core.tolerance.TOLERANCES``); cached. A point of the DP step is checked as one
     (``persample_core.dp``: DPMismatch), its workload's loss first held to taking the mean over the batch."""
     made = _check_batch(workload, device, dtype)
-    if method == NONPRIVATE or method.startswith(DP_PREFIX):
-        # Imported where a DP point needs it: asv times commits whose persample_core predates it.
-        from persample_core.dp import assert_dp_matches_reference, assert_nonprivate_matches_reference
     if method == NONPRIVATE:
-        return assert_nonprivate_matches_reference(*made, want=_dp_expected(workload, device, dtype).grads)
+        return assert_nonprivate_matches_reference(*made, _dp_expected(workload, device, dtype))
     if method.startswith(DP_PREFIX):
+        # Imported where a DP point needs it: asv times commits whose persample_core predates it.
+        from persample_core.dp import assert_dp_matches_reference
+
         expected = _dp_expected(workload, device, dtype)
         return assert_dp_matches_reference(*made, method.removeprefix(DP_PREFIX), expected=expected)
     return assert_matches_reference(*made, method)
+
+
+class NonprivateMismatch(AssertionError):
+    """The non-private step's gradient is not the mean of the float64 loop's per-sample gradients."""
+
+
+def assert_nonprivate_matches_reference(model, loss_fn, inputs, targets, expected) -> float:
+    """The non-private step's gradient against the mean of the float64 loop's per-sample gradients (``expected``,
+    ``dp.expect_dp`` of the batch), on the batch less its samples at a kink, relative to the sum of the terms'
+    sizes (``guard.sum_error``: per-sample gradients cancel); its worst error, or ``NonprivateMismatch``. A layer
+    that couples the samples (BatchNorm in training) would tell the two apart."""
+    kept = [i for i in range(len(inputs)) if i not in set(expected.unstable)] or list(range(len(inputs)))
+    got = nonprivate(model, loss_fn)(inputs[kept], targets[kept])
+    some = next(iter(got.values()))
+    prec = precision(some.dtype, some.device)
+    errors = {
+        name: sum_error(expected.grads[name][kept], got[name].detach().cpu().double() * len(kept)) for name in got
+    }
+    name, worst = max(errors.items(), key=lambda item: math.inf if math.isnan(item[1]) else item[1])
+    if not worst <= TOLERANCES[prec]:
+        raise NonprivateMismatch(
+            f"the non-private step's gradient ({prec}) is off the float64 loop's mean by {worst:.2e} at {name!r}, "
+            f"beyond tolerance {TOLERANCES[prec]:.0e}: a layer that couples the samples (BatchNorm in training?)"
+        )
+    return worst
 
 
 def _check_batch(workload: str, device: str, dtype: str):
@@ -77,11 +105,11 @@ def timed_compute(point: Point, model, loss_fn):
     DP method's step at ``TIMED_MAX_NORM``."""
     if point.method == FLOOR:
         return floor(model, loss_fn)
-    if point.method == NONPRIVATE or point.method.startswith(DP_PREFIX):
-        from persample_core.dp import nonprivate, prepare_dp  # where needed, as in check_method
     if point.method == NONPRIVATE:
         return nonprivate(model, loss_fn)
     if point.method.startswith(DP_PREFIX):
+        from persample_core.dp import prepare_dp  # where needed, as in check_method
+
         step = prepare_dp(model, loss_fn, method=point.method.removeprefix(DP_PREFIX))
 
         def compute(inputs, targets):

@@ -94,6 +94,19 @@ def floor(model, loss_fn):
     return compute
 
 
+def nonprivate(model, loss_fn):
+    """The step DP-SGD replaces, what a DP method's cost is a multiple of: one batched forward and backward of the
+    mean loss, ``compute(inputs, targets) -> {name: gradient}``. Harness code, as the floor is: asv times each
+    commit's DP methods against the same baseline."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+    def compute(inputs, targets):
+        grads = torch.autograd.grad(loss_fn(model(inputs), targets), [p for _, p in named], allow_unused=True)
+        return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(named, grads)}
+
+    return compute
+
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 

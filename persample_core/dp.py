@@ -14,8 +14,9 @@ keyed as ``model.named_parameters()`` (frozen ones left out). ``DP_METHODS``:
   backpropagated gradients, never the B x P gradients, then a second backward
   of the one-sample losses weighted by the clipping factors.
 
-What a DP step costs is read against the step it replaces, ``nonprivate``:
-one batched forward and backward of the mean loss.
+What a DP step costs is read against the step it replaces, one batched
+forward and backward of the mean loss: the suite's ``nonprivate`` points
+(``persample_bench.timing.nonprivate``, harness code as the floor is).
 
 The clipped sum is defined on one-sample losses, so ``loss_fn`` must take the
 mean over the batch (as a per-sample gradient's ``loss_fn`` does); the public
@@ -26,6 +27,7 @@ that clips none.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -37,7 +39,6 @@ from persample_core.methods import (
     METHODS,
     MethodUnavailable,
     _declining_failures,
-    _gradients,
     _trainable_parameters,
     opacus_hooks,
     opacus_unsupported,
@@ -46,6 +47,20 @@ from persample_core.methods import (
 from persample_core.reference import Expected, expect, reference_grads
 from persample_core.tolerance import TOLERANCES, precision
 from persample_core.validate import check_batch, check_choice, check_model, checked_loss
+
+
+@contextlib.contextmanager
+def seeded_generators(seed: int | None, device: torch.device):
+    """Inside, the CPU generator and ``device``'s seeded with ``seed`` (None: left alone); on the way out, both as
+    they were. No other CUDA device's stream is touched (``torch.manual_seed`` would seed them all)."""
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        if seed is not None:
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+        yield
 
 
 def clipping_factors(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -100,10 +115,12 @@ def ghost(model, loss_fn):
     on the model for the duration of a call only, and what Opacus leaves on the layers and parameters is removed
     (``methods.opacus_hooks``).
 
-    Guarded, as the hook methods are (``persample_core.guard``): at the first call at each batch shape its norms
-    must match those of Opacus's own per-sample gradients (the ``opacus`` method, guarded in its turn, drawing the
-    call's dropout masks again), or it declines: a weight used outside its layer (``F.linear(h, emb.weight)``) is a
-    use its hooks miss, and norms too small would clip too little, which breaks the privacy a DP step promises.
+    Guarded, as the hook methods are (``persample_core.guard``): at the first call at each batch shape, on its first
+    ``GUARD_SAMPLES`` samples, its norms must match those of Opacus's own per-sample gradients (the ``opacus``
+    method, guarded in its turn; both drawing the same dropout masks), or it declines: a weight used outside its
+    layer (``F.linear(h, emb.weight)``) is a use its hooks miss, and norms too small would clip too little, which
+    breaks the privacy a DP step promises. A few samples tell, since what the hooks miss is the model's; the whole
+    batch's per-sample gradients would cost the memory ghost clipping saves.
     """
     try:
         from opacus.grad_sample import GradSampleModuleFastGradientClipping
@@ -129,11 +146,7 @@ def ghost(model, loss_fn):
         hooked.disable_hooks()
         return torch.stack(squares).sum(0).sqrt(), losses
 
-    def compute(inputs, targets, max_norm):
-        check_batch(model, inputs, targets)
-        if len(inputs) == 0:
-            return inputs.new_zeros(0, dtype=_accumulated(named[0][1])), {n: torch.zeros_like(p) for n, p in named}
-        state = rng_state(inputs.device)  # the guard's forward draws this call's dropout masks again
+    def step(inputs, targets, max_norm):
         try:
             with opacus_hooks(model, named) as wrapped:
                 norms, losses = norms_and_losses(wrapped, inputs, targets, max_norm)
@@ -141,15 +154,26 @@ def ghost(model, loss_fn):
                 sums = torch.autograd.grad((factors * losses).sum(), [p for _, p in named], allow_unused=True)
         except NotImplementedError as err:  # Opacus's refusal mid-call, e.g. "Parameter tying is not supported"
             raise MethodUnavailable(f"ghost: {err}") from None
-        if inputs.shape not in checked_shapes:
-            with replayed(state, inputs.device):
-                check_against_opacus(inputs, targets, norms)
-            checked_shapes.add(inputs.shape)
         return norms, {n: torch.zeros_like(p) if s is None else s for (n, p), s in zip(named, sums)}
 
-    def check_against_opacus(inputs, targets, norms):
+    def compute(inputs, targets, max_norm):
+        check_batch(model, inputs, targets)
+        if len(inputs) == 0:
+            return inputs.new_zeros(0, dtype=_accumulated(named[0][1])), {n: torch.zeros_like(p) for n, p in named}
+        if (inputs.shape, targets.shape) not in checked_shapes:
+            check_against_opacus(inputs[:GUARD_SAMPLES], targets[:GUARD_SAMPLES], max_norm)
+            checked_shapes.add((inputs.shape, targets.shape))
+        return step(inputs, targets, max_norm)
+
+    def check_against_opacus(inputs, targets, max_norm):
+        """Both draw the masks of one state, and the generators are left as they were: the call after the guard
+        draws what it would have drawn without it."""
+        state = rng_state(inputs.device)
+        with replayed(state, inputs.device):
+            norms, _ = step(inputs, targets, max_norm)
         try:
-            grads = prepare(model, loss_fn, method="opacus")(inputs, targets)
+            with replayed(state, inputs.device):
+                grads = prepare(model, loss_fn, method="opacus")(inputs, targets)
         except MethodUnavailable as err:
             raise MethodUnavailable(f"ghost: {err}") from None
         want = norms_of(grads).to(norms.dtype)
@@ -164,38 +188,10 @@ def ghost(model, loss_fn):
     return compute
 
 
+GUARD_SAMPLES = 8  # the samples ghost's guard checks (``ghost``)
+
+
 DP_METHODS = {**{name: materialised(name) for name in METHODS}, "ghost": ghost}
-
-
-def nonprivate(model, loss_fn):
-    """The non-private step: ``compute(inputs, targets) -> {name: gradient of the batch's loss}``, one batched forward
-    and backward, what a DP method's cost is a multiple of."""
-    named = _trainable_parameters(model)
-
-    def compute(inputs, targets):
-        return dict(zip([n for n, _ in named], _gradients(loss_fn(model(inputs), targets), [p for _, p in named])))
-
-    return compute
-
-
-def assert_nonprivate_matches_reference(model, loss_fn, inputs, targets, *, want: dict | None = None) -> float:
-    """The non-private step's gradient against the mean of the float64 loop's per-sample gradients (``want``, where
-    the caller has them; a batch-coupled layer, BatchNorm in training, would tell the two apart); its worst relative
-    error, or ``DPMismatch``."""
-    got = nonprivate(model, checked_loss(loss_fn))(inputs, targets)
-    prec = precision(next(iter(got.values())).dtype, next(iter(got.values())).device)
-    want = want if want is not None else reference_grads(model, loss_fn, inputs, targets)
-    errors = {
-        name: ((got[name].detach().cpu().double() - ref.mean(0)).norm() / ref.mean(0).norm().clamp_min(1e-300)).item()
-        for name, ref in want.items()
-    }
-    name, worst = max(errors.items(), key=lambda item: math.inf if math.isnan(item[1]) else item[1])
-    if not worst <= TOLERANCES[prec]:
-        raise DPMismatch(
-            f"the non-private step's gradient ({prec}) is off the float64 loop's mean by {worst:.2e} at {name!r}, "
-            f"beyond tolerance {TOLERANCES[prec]:.0e}: a layer that couples the samples (BatchNorm in training?)"
-        )
-    return worst
 
 
 def check_max_norm(max_norm) -> float:
@@ -230,7 +226,14 @@ def prepare_dp(model, loss_fn, *, method: str = "vmap"):
     check_choice("DP method", method, DP_METHODS)
     check_model(model)
     loss_fn = checked_loss(loss_fn)
-    return _declining_failures(method, DP_METHODS[method](model, loss_fn), model, loss_fn)
+    compute = _declining_failures(method, DP_METHODS[method](model, loss_fn), model, loss_fn)
+
+    def checked_compute(inputs, targets, max_norm):
+        check_batch(model, inputs, targets)  # the caller's mistake, before an error could pass for the method's
+        return compute(inputs, targets, max_norm)
+
+    checked_compute.__wrapped__ = compute  # for compile_seconds
+    return checked_compute
 
 
 def _prepared_for(model, loss_fn, inputs, targets, method: str):
@@ -284,9 +287,7 @@ def compare_dp(
     per-sample gradients, where the caller has them). ``seed``: the method draws its random numbers (dropout masks)
     from it, the masks ``want`` was computed with."""
     step = prepare_dp(model, loss_fn, method=method)
-    with torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded_generators(seed, inputs.device):
         norms, clipped = step(inputs, targets, check_max_norm(max_norm))
     want = want if want is not None else reference_grads(model, loss_fn, inputs, targets)
     want_norms = norms_of(want)
@@ -318,9 +319,11 @@ def assert_dp_matches_reference(
     none (twice the largest), on the batch less its samples at a kink (``reference.unstable_samples``: a float32
     computation may take the other, equally valid side there, and a norm or a sum holds every sample);
     ``DPMismatch`` naming the worse where either is off. ``expected``: ``expect_dp`` of this batch, where the
-    caller has it; ``seed``: as ``compare_dp``'s."""
+    caller has it; ``seed``: as ``compare_dp``'s (every sample is judged then: the masks are the whole batch's)."""
     expected = expected or expect_dp(model, loss_fn, inputs, targets)
-    kept = [i for i in range(len(inputs)) if i not in set(expected.unstable)] or list(range(len(inputs)))
+    # A seeded method draws the whole batch's masks, which a subset would not: then every sample is judged.
+    unstable = set(expected.unstable) if seed is None else set()
+    kept = [i for i in range(len(inputs)) if i not in unstable] or list(range(len(inputs)))
     inputs, targets = inputs[kept], targets[kept]
     want = {name: grads[kept] for name, grads in expected.grads.items()}
     want_norms = norms_of(want)

@@ -326,7 +326,7 @@ def opacus_hooks(model, named):
 
 
 # The layers BackPACK's BatchGrad has a rule for (backpack/extensions/firstorder/batch_grad/__init__.py), matched
-# by exact type as BackPACK matches them, less BatchNorm: in training it couples the samples.
+# by exact type as BackPACK matches them. BatchNorm in training couples the samples, and check_model refuses it.
 BACKPACK_LAYERS = (
     nn.Linear,
     nn.Conv1d,
@@ -338,6 +338,9 @@ BACKPACK_LAYERS = (
     nn.Embedding,
     nn.RNN,
     nn.LSTM,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
 )
 BACKPACK_LEFTOVERS = re.compile(r"input\d+|output|_backpack_extend")  # what extend and its hooks set on a layer
 
@@ -377,12 +380,14 @@ def backpack(model, loss_fn):
 def backpack_hooks(model, named):
     """``backpack.extend(model)`` inside; on the way out, however it ends, the hooks it added taken off (BackPACK
     keeps their handles in one list for every model, ``CTX.hook_handles``), what it and they left on the layers
-    removed (``BACKPACK_LEFTOVERS``: a failed call leaves the layers' inputs), and the ``.grad_batch`` the parameters
-    had before put back. A model the caller extended keeps its own hooks."""
+    removed (``BACKPACK_LEFTOVERS``: a failed call leaves the layers' inputs; a layer's full-backward-hook flag,
+    which would refuse the caller's plain backward hooks, as it was), and the ``.grad_batch`` the parameters had
+    before put back. A model the caller extended keeps its own hooks."""
     from backpack import extend
     from backpack.context import CTX
 
     before = {id(m): set(vars(m)) for m in model.modules()}
+    full = {m: m._is_full_backward_hook for m in model.modules()}  # set by a full backward hook, kept when removed
     handles = len(CTX.hook_handles)
     with _grad_sample_attributes(named, "grad_batch"), warnings.catch_warnings():
         # As for Opacus: the first layer's inputs need no gradient. BackPACK also warns of each module with no rule
@@ -400,6 +405,7 @@ def backpack_hooks(model, named):
                 for name in set(vars(module)) - before[id(module)]:
                     if BACKPACK_LEFTOVERS.fullmatch(name):
                         delattr(module, name)
+                module._is_full_backward_hook = full[module]
 
 
 METHODS = {

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrizations
 
-from persample_core.dp import DP_METHODS, DPMismatch, assert_dp_matches_reference, expect_dp
+from persample_core.dp import DP_METHODS, DPMismatch, assert_dp_matches_reference, expect_dp, seeded_generators
 from persample_core.methods import METHODS, MethodUnavailable, per_sample_grads
 from persample_core.reference import Expected, ReferenceMismatch, compare, expect, gradient_precision
 from persample_core.workloads import Workload, seeded
@@ -399,8 +399,7 @@ def dp_verdict(name: str, method: str, *, batch_size: int = BATCH_SIZE, seed: in
     try:
         expected = None
         if reference_model := ZOO[name].reference_model:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded_generators(seed, inputs.device):
                 grads = per_sample_grads(model, loss_fn, inputs, targets, method="opacus")
             expected = expect_dp(reference_model(model, grads), loss_fn, inputs, targets)
         comparisons = assert_dp_matches_reference(model, loss_fn, inputs, targets, method, expected=expected, seed=seed)

@@ -68,6 +68,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import stats
 
+from persample_bench.runformat import NONPRIVATE, is_dp
 from persample_bench.summary import render
 
 METRICS = ("ratio", "time")
@@ -405,9 +406,18 @@ def judge(changes: list[Change], *, thresholds, alpha: float = DEFAULT_ALPHA, gr
     return sorted(changes, key=lambda c: (not c.regressed, not isinstance(c.point, Pooled), c.point, c.metric))
 
 
+def shown_as(change: Change) -> str:
+    """What a row's metric is called: a DP step's ratio is its multiple of the non-private time, as DP's costs are
+    read; any other ratio is shown as the speedup users know."""
+    if change.metric == "ratio" and is_dp(change.point.method):
+        return f"x {NONPRIVATE}"
+    return SHOWN_AS[change.metric]
+
+
 def _shown(change: Change, value: float) -> str:
-    # A time ratio is shown as the speedup users know (loop time / method time).
-    return f"{1 / value:.2f}x" if change.metric == "ratio" else f"{value * 1e3:.3g} ms"
+    if change.metric != "ratio":
+        return f"{value * 1e3:.3g} ms"
+    return f"{value:.2f}x" if is_dp(change.point.method) else f"{1 / value:.2f}x"  # the speedup: loop / method
 
 
 def _p(value: float) -> str:
@@ -430,7 +440,7 @@ def format_changes(changes: list[Change]) -> str:
     rows = [
         (
             c.point.id,
-            SHOWN_AS[c.metric],
+            shown_as(c),
             _shown(c, c.before),
             _shown(c, c.after),
             f"{c.change:+.1%}",

@@ -88,14 +88,38 @@ def named_or_here(refs, storage=DEFAULT_STORAGE) -> list[Path]:
 
 
 def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple[Path, Path]:
-    """The newest run and the one before it, on one hardware."""
+    """The newest run and the newest before it that times the same step (``before_of``), on one hardware."""
     runs = stored(storage, hardware_id)
+    where = f"{storage} for {hardware_id}" if hardware_id else str(storage)
     if len(runs) < 2:
-        where = f"{storage} for {hardware_id}" if hardware_id else str(storage)
         raise NoBaseline(
             f"no baseline yet: {len(runs)} stored run(s) under {where}; this run becomes the baseline for the next one"
         )
-    return runs[-2], runs[-1]
+    newest = load(runs[-1])
+    previous = before_of(newest, runs[:-1])
+    if previous is None:
+        raise NoBaseline(
+            f"no baseline yet: of the {len(runs)} stored run(s) under {where}, none before the newest times "
+            f"{STEPS.get(newest.baseline, newest.baseline)}; it becomes the baseline for the next one"
+        )
+    return previous, runs[-1]
+
+
+# What a run's points time, by its baseline: runs of two kinds share no point and learn no noise from each other.
+STEPS = {"loop": "per-sample gradients over the loop", "nonprivate": "the DP step over the non-private step"}
+
+
+def before_of(candidate: Run, paths) -> Path | None:
+    """The newest of ``paths`` (oldest first) whose run times what ``candidate`` times (the same baseline: a dp
+    sweep's run is judged against the dp run before it, not the mission run between them); None where none does.
+    Unreadable runs are passed over."""
+    for path in reversed(paths):
+        try:
+            if load(path).baseline == candidate.baseline:
+                return path
+        except HistoryError:
+            continue
+    return None
 
 
 class SettingsMismatch(HistoryError):
@@ -118,8 +142,8 @@ def check_numerics(a: dict, b: dict, *, names: tuple[str, str]) -> None:
 
 
 def check_comparable(a: Run, b: Run) -> None:
-    """Refuse two runs of different hardware, computed with different numerics, or timed with different threads,
-    clocks or heaps."""
+    """Refuse two runs of different hardware, computed with different numerics, of different kinds (``STEPS``), or
+    timed with different threads, clocks or heaps."""
     differences = hardware_differences(a.machine, b.machine)
     if differences:
         raise HardwareMismatch(
@@ -127,6 +151,11 @@ def check_comparable(a: Run, b: Run) -> None:
             "compare runs of one machine only"
         )
     check_numerics(a.machine, b.machine, names=(a.name, b.name))
+    if a.baseline != b.baseline:
+        raise SettingsMismatch(
+            f"{a.name} times {STEPS.get(a.baseline, a.baseline)}, {b.name} {STEPS.get(b.baseline, b.baseline)}: they "
+            "share no point; compare runs of one kind (the dp sweep's with the dp sweep's)"
+        )
     settings = setting_differences(a.machine, b.machine)
     if settings:
         raise SettingsMismatch(

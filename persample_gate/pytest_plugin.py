@@ -90,10 +90,12 @@ def gate_session(storage: Path, before: frozenset) -> tuple[pytest.ExitCode | No
     if not new:  # asked to gate, the session measured nothing: deselected, failed, or pytest-benchmark disabled
         return pytest.ExitCode.USAGE_ERROR, "persample: nothing to gate: this run stored no timed persample point"
     earlier = [path for path in history.stored(storage, history.header(new[-1])[1]) if path in before]
-    if not earlier:
-        return None, f"no baseline yet on this hardware: {new[-1].name} is the baseline for the next run"
+    candidate = history.load(new[-1])
+    previous = history.before_of(candidate, earlier)
+    if previous is None:
+        return None, f"no baseline yet on this hardware: {new[-1].name} is the baseline for the next run of its kind"
     try:
-        verdict = verdicts.judge_stored(history.load(earlier[-1]), history.load(new[-1]))
+        verdict = verdicts.judge_stored(history.load(previous), candidate)
     except history.HistoryError as err:  # the baseline cannot be read, or was timed differently
         return pytest.ExitCode.USAGE_ERROR, f"persample: {err}"
     failed = pytest.ExitCode.TESTS_FAILED if verdict.outcome == "regression" else None

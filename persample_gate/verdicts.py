@@ -21,12 +21,12 @@ from persample_gate.gate import (
     GROSS,
     MIN_HISTORY,
     PRIMARY_SHARE,
-    SHOWN_AS,
     Change,
     Pooled,
     compare_runs,
     format_changes,
     primary,
+    shown_as,
 )
 
 
@@ -117,7 +117,7 @@ def describe_rows(changes: list[Change], *, alpha: float, thresholds: dict) -> s
     lines += ["", format_changes(changes)]
     regressions = [c for c in changes if c.regressed]
     lines += [
-        f"{c.point.id}, {SHOWN_AS[c.metric]}: weighs most "
+        f"{c.point.id}, {shown_as(c)}: weighs most "
         + ", ".join(f"{point} {weight:.0%}" for point, weight in c.point.weights[:3])
         for c in regressions
         if isinstance(c.point, Pooled)

@@ -2,18 +2,24 @@
 timing, the summary, the stored run, the gate and ``persample ab``."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from persample_bench import prepare, worker
+from persample_bench import prepare, timing, worker
 from persample_bench.bench import interleaved
 from persample_bench.grid import SWEEPS, axes, check_methods, in_sweep, points
 from persample_bench.runformat import HistoryError, Point, baseline_of, load
 from persample_bench.summary import summary_rows
-from persample_core import dp
-from persample_gate import ab, gate
-from tests.test_plugin import suite
+from persample_core import MethodUnavailable
+from persample_core.reference import reference_grads
+from persample_gate import ab, gate, history
+from tests.conftest import REPO
+from tests.test_plugin import collect_in_process, suite
+
+pytest_plugins = ["pytester"]
 
 
 def test_the_dp_sweep_times_each_dp_method_over_the_nonprivate_step_without_a_floor():
@@ -39,12 +45,18 @@ def test_dp_methods_are_named_as_methods_in_the_dp_sweep_and_refused_elsewhere()
 
 
 def test_a_dp_point_is_checked_against_float64_and_the_nonprivate_step_too(monkeypatch):
-    assert prepare.check_method("mlp", "dp_ghost", "cpu")[0].ok
+    try:
+        assert prepare.check_method("mlp", "dp_ghost", "cpu")[0].ok
+    except MethodUnavailable as err:
+        pytest.fail(f"ghost declined mlp: {err}")
     assert prepare.check_method("mlp", "nonprivate", "cpu") < 1e-5
-    right = dp.nonprivate
-    monkeypatch.setattr(dp, "nonprivate", lambda *a: lambda x, y: {n: 1.01 * g for n, g in right(*a)(x, y).items()})
-    with pytest.raises(dp.DPMismatch, match="non-private step's gradient .* off the float64 loop's mean by 1.00e-02"):
-        dp.assert_nonprivate_matches_reference(*prepare._check_batch("mlp", "cpu", "float32"))
+    right = timing.nonprivate
+    monkeypatch.setattr(
+        prepare, "nonprivate", lambda *a: lambda x, y: {n: 1.01 * g for n, g in right(*a)(x, y).items()}
+    )
+    made = prepare._check_batch("mlp", "cpu", "float32")
+    with pytest.raises(prepare.NonprivateMismatch, match="non-private step's gradient .* off the float64 loop's mean"):
+        prepare.assert_nonprivate_matches_reference(*made, prepare._dp_expected("mlp", "cpu", "float32"))
 
 
 def test_a_dp_point_of_a_loss_that_sums_is_refused_naming_the_reduction(monkeypatch, tmp_path):
@@ -134,10 +146,32 @@ def test_a_dp_run_stores_each_step_over_the_nonprivate_one_and_the_gate_reads_it
     stored = load(out)
     ratios = [c for c in gate.rows(stored, stored) if c.metric == "ratio"]
     assert {c.point.method for c in ratios if isinstance(c.point, Point)} == {"dp_vmap", "dp_ghost"}
+    row = next(line for line in gate.format_changes(ratios).splitlines() if line.startswith("mlp-dp_ghost"))
+    assert f"x nonprivate  {ghost['time_vs_nonprivate']:.2f}x" in row  # its multiple, as the summary gives it
 
 
 def test_the_nonprivate_step_is_one_batched_forward_and_backward_of_the_mean_loss():
     model, loss_fn, inputs, targets = prepare._check_batch("simple_cnn", "cpu", "float32")
-    got = dp.nonprivate(model, loss_fn)(inputs, targets)
-    want = torch.autograd.grad(loss_fn(model(inputs), targets), list(model.parameters()))
-    assert all(torch.equal(g, w) for g, w in zip(got.values(), want))
+    got = timing.nonprivate(model, loss_fn)(inputs, targets)
+    want = reference_grads(model, loss_fn, inputs, targets)  # float64, per sample: their mean
+    assert got.keys() == want.keys() == dict(model.named_parameters()).keys()
+    assert all(torch.allclose(got[name].double(), ref.mean(0), rtol=1e-4, atol=1e-6) for name, ref in want.items())
+
+
+def test_a_dp_run_is_gated_against_the_dp_run_before_it_never_a_mission_run(dp_run, tmp_path):
+    mission = sorted((REPO / "tests" / "data" / "runs").rglob("*.json"))[0]
+    dp_path, _ = dp_run
+    paths = [shutil.copy(dp_path, tmp_path / "0001_dp.json"), shutil.copy(mission, tmp_path / "0002_mission.json")]
+    candidate = load(dp_path)
+    assert history.before_of(candidate, [Path(p) for p in paths]) == tmp_path / "0001_dp.json"
+    assert history.before_of(candidate, [tmp_path / "0002_mission.json"]) is None
+    other = load(mission)
+    other.machine = {**candidate.machine, "baseline": "loop", "floor": "floor"}  # the same machine and settings
+    with pytest.raises(history.SettingsMismatch, match="the DP step over the non-private step: they share no point"):
+        history.check_comparable(other, candidate)
+
+
+def test_the_dp_sweep_refuses_other_dtypes_in_one_line(pytester):
+    code, output = collect_in_process(pytester, "--persample-sweep", "dp", "--persample-dtype", "bfloat16")
+    assert code == pytest.ExitCode.USAGE_ERROR
+    assert "--persample-dtype: the dp sweep times float32 only (the DP check has no low-precision rule" in output
