@@ -240,3 +240,18 @@ def test_ghost_clips_a_model_with_dropout_as_opacus_does_with_the_same_masks():
     (ghost_norms, ghost_sum), (norms, clipped) = got["ghost"], got["opacus"]
     assert torch.allclose(ghost_norms, norms, rtol=1e-5)
     assert all(torch.allclose(ghost_sum[name], clipped[name], rtol=1e-5, atol=1e-7) for name in clipped)
+
+
+@pytest.mark.parametrize("method", ["vmap", "ghost"])
+def test_a_prepared_steps_batch_mistake_is_the_callers_not_the_methods(method):
+    """Run through the decline wrapper, a targets/inputs mismatch would pass for the method's failure (a skip)."""
+    model, loss_fn, inputs, targets = batch("plain_conv")
+    step = dp.prepare_dp(model, loss_fn, method=method)
+    try:
+        step(inputs, targets[:5], 1.0)
+    except dp.MethodUnavailable as err:  # a skip, were it let through (conftest)
+        pytest.fail(f"the caller's mistake was taken for the method's: {err}")
+    except ValueError as err:
+        assert str(err).startswith("inputs have batch size 6 but targets have 5")
+    else:
+        pytest.fail("a batch with too few targets was computed")
