@@ -22,8 +22,6 @@ from persample_bench.memory import KEPT_HEAP, apply_heap_policy, check_fits
 from persample_bench.runformat import DEFAULT_DTYPE, DP_PREFIX, FLOOR, NONPRIVATE, Point
 from persample_bench.timing import floor, nonprivate, synchronized, trainable_numel
 from persample_core import METHODS, assert_matches_reference, compile_seconds, make_workload, prepare
-from persample_core.guard import sum_error
-from persample_core.tolerance import TOLERANCES, precision
 
 CHECK_BATCH_SIZE = 4
 CHECK_SEED = 12345
@@ -61,6 +59,10 @@ def assert_nonprivate_matches_reference(model, loss_fn, inputs, targets, expecte
     ``dp.expect_dp`` of the batch), on the batch less its samples at a kink, relative to the sum of the terms'
     sizes (``guard.sum_error``: per-sample gradients cancel); its worst error, or ``NonprivateMismatch``. A layer
     that couples the samples (BatchNorm in training) would tell the two apart."""
+    # Imported here, as persample_core.dp is: asv times commits whose persample_core predates these modules.
+    from persample_core.guard import sum_error
+    from persample_core.tolerance import TOLERANCES, precision
+
     kept = [i for i in range(len(inputs)) if i not in set(expected.unstable)] or list(range(len(inputs)))
     got = nonprivate(model, loss_fn)(inputs[kept], targets[kept])
     some = next(iter(got.values()))
