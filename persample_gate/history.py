@@ -17,6 +17,7 @@ import functools
 from pathlib import Path
 
 from persample_bench.runformat import (
+    BASELINE,
     HistoryError,
     Run,
     hardware_differences,
@@ -39,18 +40,21 @@ class HardwareMismatch(HistoryError):
 
 
 @functools.lru_cache(maxsize=1024)
-def _header(path: Path, changed: int) -> tuple[str, str | None]:
-    """(when the run was made, its hardware id) of a stored JSON file; ("", None) where it says neither.
-    ``changed``: the file's mtime, so that a rewritten file is read again."""
+def _header(path: Path, changed: int) -> tuple[str, str | None, str | None]:
+    """(when the run was made, its hardware id, its baseline) of a stored JSON file; ("", None, None) where it is
+    no persample run. ``changed``: the file's mtime, so that a rewritten file is read again."""
     try:
         data = read_json(path)
-        return str(data.get("datetime", "")), (data.get("machine_info") or {}).get("persample", {}).get("hardware_id")
+        persample = (data.get("machine_info") or {}).get("persample")
+        if persample is None:
+            return str(data.get("datetime", "")), None, None
+        return str(data.get("datetime", "")), persample.get("hardware_id"), persample.get("baseline", BASELINE)
     except (HistoryError, AttributeError):
-        return "", None
+        return "", None, None
 
 
-def header(path: Path) -> tuple[str, str | None]:
-    """(when, hardware id) of a stored run, read once per version of the file."""
+def header(path: Path) -> tuple[str, str | None, str | None]:
+    """(when, hardware id, baseline: ``Run.baseline``) of a stored run, read once per version of the file."""
     return _header(path, path.stat().st_mtime_ns)
 
 
@@ -95,12 +99,12 @@ def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple
         raise NoBaseline(
             f"no baseline yet: {len(runs)} stored run(s) under {where}; this run becomes the baseline for the next one"
         )
-    newest = load(runs[-1])
-    previous = before_of(newest, runs[:-1])
+    baseline = header(runs[-1])[2]
+    previous = before_of(baseline, runs[:-1])
     if previous is None:
         raise NoBaseline(
             f"no baseline yet: of the {len(runs)} stored run(s) under {where}, none before the newest times "
-            f"{STEPS.get(newest.baseline, newest.baseline)}; it becomes the baseline for the next one"
+            f"{STEPS.get(baseline, baseline)}; it becomes the baseline for the next one"
         )
     return previous, runs[-1]
 
@@ -109,17 +113,11 @@ def latest_two(storage=DEFAULT_STORAGE, hardware_id: str | None = None) -> tuple
 STEPS = {"loop": "per-sample gradients over the loop", "nonprivate": "the DP step over the non-private step"}
 
 
-def before_of(candidate: Run, paths) -> Path | None:
-    """The newest of ``paths`` (oldest first) whose run times what ``candidate`` times (the same baseline: a dp
-    sweep's run is judged against the dp run before it, not the mission run between them); None where none does.
-    Unreadable runs are passed over."""
-    for path in reversed(paths):
-        try:
-            if load(path).baseline == candidate.baseline:
-                return path
-        except HistoryError:
-            continue
-    return None
+def before_of(baseline: str, paths) -> Path | None:
+    """The newest of ``paths`` (oldest first) whose run times over ``baseline`` (``Run.baseline``: a dp sweep's run
+    is judged against the dp run before it, not the mission run between them), read from the cached headers; None
+    where none does. Unreadable runs are passed over."""
+    return next((path for path in reversed(paths) if header(path)[2] == baseline), None)
 
 
 class SettingsMismatch(HistoryError):

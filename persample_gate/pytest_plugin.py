@@ -91,7 +91,7 @@ def gate_session(storage: Path, before: frozenset) -> tuple[pytest.ExitCode | No
         return pytest.ExitCode.USAGE_ERROR, "persample: nothing to gate: this run stored no timed persample point"
     earlier = [path for path in history.stored(storage, history.header(new[-1])[1]) if path in before]
     candidate = history.load(new[-1])
-    previous = history.before_of(candidate, earlier)
+    previous = history.before_of(candidate.baseline, earlier)
     if previous is None:
         return None, f"no baseline yet on this hardware: {new[-1].name} is the baseline for the next run of its kind"
     try:

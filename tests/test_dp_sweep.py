@@ -163,8 +163,8 @@ def test_a_dp_run_is_gated_against_the_dp_run_before_it_never_a_mission_run(dp_r
     dp_path, _ = dp_run
     paths = [shutil.copy(dp_path, tmp_path / "0001_dp.json"), shutil.copy(mission, tmp_path / "0002_mission.json")]
     candidate = load(dp_path)
-    assert history.before_of(candidate, [Path(p) for p in paths]) == tmp_path / "0001_dp.json"
-    assert history.before_of(candidate, [tmp_path / "0002_mission.json"]) is None
+    assert history.before_of(candidate.baseline, [Path(p) for p in paths]) == tmp_path / "0001_dp.json"
+    assert history.before_of(candidate.baseline, [tmp_path / "0002_mission.json"]) is None
     other = load(mission)
     other.machine = {**candidate.machine, "baseline": "loop", "floor": "floor"}  # the same machine and settings
     with pytest.raises(history.SettingsMismatch, match="the DP step over the non-private step: they share no point"):
